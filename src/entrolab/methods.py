@@ -89,7 +89,11 @@ def register_method(method: Method) -> Method:
     if not (method.evidence == "exact" or method.evidence.startswith("approximate")):
         raise ConfigError(f"method {method.name!r}: evidence must be 'exact' or 'approximate — why'")
     METHODS[method.name] = method
-    _resolve([method.name], {})  # validates component names and parameters
+    try:
+        _resolve([method.name], {})  # validates component names and parameters
+    except Exception:
+        del METHODS[method.name]  # a rejected method must not stay half-registered
+        raise
     return method
 
 

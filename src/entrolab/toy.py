@@ -13,6 +13,7 @@ Entropy and expected reward are exact (no sampling noise), so an entropy effect 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -112,7 +113,7 @@ def train_toy(objective: PolicyObjective, policy: TabularPolicy, settings: Optio
               **overrides: Any) -> list[dict[str, float]]:
     """Train ``policy`` in place with ``objective``; returns per-step records (entropy and reward are exact,
     measured before the step's update; a final record holds the state after the last update)."""
-    s = settings or ToySettings()
+    s = dataclasses.replace(settings or ToySettings())
     for k, v in overrides.items():
         if not hasattr(s, k):
             raise ValueError(f"train_toy: unknown setting {k!r}")

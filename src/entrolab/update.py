@@ -73,6 +73,11 @@ def policy_update(
                 micro = mini.select(torch.arange(start, min(start + size, mini.batch_size)))
                 micro = micro.replace(global_num_tokens=n_tok, global_num_seqs=n_seq)
                 logp, ent = forward(micro)
+                valid = micro.mask > 0
+                if not bool(torch.isfinite(logp.detach()[valid]).all()) or (
+                        ent is not None and not bool(torch.isfinite(ent.detach()[valid]).all())):
+                    finite = False  # a non-finite forward pass: skip this optimizer step, never apply it
+                    break
                 micro = micro.replace(logprobs=logp, entropy=ent if ent is not None else micro.entropy)
                 loss, metrics = objective(micro)
                 if not torch.isfinite(loss):

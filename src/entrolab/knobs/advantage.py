@@ -91,7 +91,9 @@ class RLOOAdvantage(AdvantageEstimator):
 @dataclass
 class ReinforcePPBaselineAdvantage(AdvantageEstimator):
     """REINFORCE++-baseline (Hu, 2501.03262; verl ``reinforce_plus_plus_baseline``): subtract the group mean,
-    A_i = R_i − mean_G R, then whiten over all valid tokens of the batch: (A − mean_batch A)/std_batch A."""
+    A_i = R_i − mean_G R, then whiten over all valid tokens of the batch: (A − mean_batch A)/std_batch A.
+    Tokens of a group of one are left out of the whitening statistics and keep A = 0 (verl instead keeps the raw
+    reward for such a group)."""
 
     eps: float = 1e-8
 
@@ -101,5 +103,6 @@ class ReinforcePPBaselineAdvantage(AdvantageEstimator):
     def compute(self, batch: RolloutBatch) -> torch.Tensor:
         mean, _, count = group_statistics(batch.rewards, batch.group_ids)
         adv = torch.where(count > 1, batch.rewards.float() - mean, torch.zeros_like(mean))
-        tok = broadcast_to_tokens(adv, batch.mask)
-        return masked_whiten(tok, batch.mask, eps=self.eps)
+        # Whiten over the tokens of groups that offer a comparison; a group of one keeps advantage 0.
+        comparable = batch.mask * (count > 1).to(batch.mask.dtype)[:, None]
+        return masked_whiten(broadcast_to_tokens(adv, comparable), comparable, eps=self.eps)

@@ -48,7 +48,8 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
     """Variance over all valid elements: Σ m (x − x̄)² / (Σ m − 1) (or / Σ m if not unbiased)."""
     m = _as_float_mask(x, mask)
     mean = masked_mean(x, m)
-    sq = masked_sum((x - mean) ** 2, m)
+    dev = _zero_masked(x - mean, m)  # zeroed before squaring, so a NaN on padding cannot reach the gradient
+    sq = masked_sum(dev**2, m)
     n = m.sum()
     den = (n - 1.0) if unbiased else n
     return sq / den.clamp(min=1.0)
@@ -59,7 +60,7 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, 
     m = _as_float_mask(x, mask)
     mean = masked_mean(x, m)
     var = masked_var(x, m)
-    out = (x - mean) * torch.rsqrt(var + eps)
+    out = _zero_masked(x - mean, m) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean
     return _zero_masked(out, m)

@@ -1,0 +1,64 @@
+"""entrolab.cli: the ``methods`` subcommand."""
+
+from __future__ import annotations
+
+import json
+
+from entrolab import methods
+from entrolab.cli import main
+
+
+def test_methods_table(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in methods.method_names():
+        assert name in out
+    assert "2505.22617" in out and "entropy effect" in out
+
+
+def test_methods_json(capsys):
+    assert main(["methods", "--format", "json"]) == 0
+    cards = json.loads(capsys.readouterr().out)
+    assert [c["name"] for c in cards] == methods.method_names()
+    by_name = {c["name"]: c for c in cards}
+    assert by_name["clip_cov"]["arxiv"] == "2505.22617" and by_name["kl_cov"]["arxiv"] == "2505.22617"
+    assert by_name["grpo"]["arxiv"] == "2402.03300" and by_name["dapo"]["arxiv"] == "2503.14476"
+    assert by_name["kl_cov"]["knobs"] == ["clip", "kl"]
+    assert by_name["kl_cov"]["sets"] == {"clip": "none", "kl": "kl_cov"}
+
+
+def test_methods_markdown(capsys):
+    assert main(["methods", "--format", "markdown"]) == 0
+    assert capsys.readouterr().out.strip() == methods.markdown_table()
+
+
+def test_methods_show(capsys):
+    assert main(["methods", "show", "clip_cov", "--steps", "4"]) == 0
+    out = capsys.readouterr().out
+    # the card
+    assert out.startswith("clip_cov — Clip-Cov")
+    assert "arXiv 2505.22617" in out and "knobs: clip" in out
+    assert "'ratio': 0.0002" in out  # the resolved clip spec, defaults filled in
+    assert "toy run overrides" in out
+    # the toy table: header and one row per step 0..4
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if "H grpo" in line)
+    assert "H clip_cov" in lines[header] and "R clip_cov" in lines[header]
+    rows = [line.split() for line in lines[header + 1:] if line.strip()]
+    assert [int(r[0]) for r in rows] == [0, 1, 2, 3, 4]
+    assert all(len(r) == 5 for r in rows)
+    assert rows[0][1] == rows[0][2]  # same initial policy for both runs
+    assert float(rows[-1][1]) < float(rows[0][1])  # GRPO's entropy falls
+
+
+def test_methods_show_unknown_method(capsys):
+    assert main(["methods", "show", "clipcov"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'clipcov'" in err
+    for name in methods.method_names():
+        assert name in err
+
+
+def test_methods_show_needs_a_name(capsys):
+    assert main(["methods", "show"]) == 2
+    assert "needs a method name" in capsys.readouterr().err
