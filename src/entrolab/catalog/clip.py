@@ -1,0 +1,3 @@
+"""Catalog entries of the clip knob."""
+
+from ..methods import Method, register_method  # noqa: F401
