@@ -26,7 +26,7 @@ def _update(policy, batch, obj, settings):
     opt = torch.optim.SGD(policy.parameters(), lr=1.0)
 
     def forward(mb):
-        return policy.logprobs_entropy(mb.extras["prompt"], mb.response_ids)
+        return policy.logprobs_entropy(mb.extras["prompt_id"], mb.response_ids)
 
     return policy_update(obj, batch, forward, opt, list(policy.parameters()), settings)
 
@@ -67,7 +67,7 @@ def test_non_finite_gradient_is_skipped():
     before = policy.logits.detach().clone()
 
     def forward(mb):
-        logp, ent = policy.logprobs_entropy(mb.extras["prompt"], mb.response_ids)
+        logp, ent = policy.logprobs_entropy(mb.extras["prompt_id"], mb.response_ids)
         # finite value, NaN gradient: d/dθ √(θ²) at θ = 0 is 0/0
         return logp - torch.sqrt(theta**2), ent
 

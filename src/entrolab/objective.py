@@ -29,6 +29,9 @@ from .ops.dynamics import centered_covariance
 from .ops.masked import AGGREGATION_MODES, aggregate_loss, masked_mean
 
 
+ENGINE_ACTIONS = frozenset({"reset_reference", "reset_optimizer"})
+
+
 class PolicyObjective:
     """One component per knob (sampling, advantage, clip, kl) plus an ordered list of objective terms."""
 
@@ -163,6 +166,21 @@ class PolicyObjective:
     def on_step_end(self, metrics: Mapping[str, float]) -> None:
         for c in self.components().values():
             c.on_step_end(metrics)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Trainable tensors owned by components (engines add them to the optimizer)."""
+        return [p for c in self.components().values() for p in c.parameters()]
+
+    def pop_actions(self) -> set[str]:
+        """Engine actions requested by components since the last call (``reset_reference``, ``reset_optimizer``)."""
+        out: set[str] = set()
+        for c in self.components().values():
+            out |= set(c.pop_actions())
+        unknown = out - ENGINE_ACTIONS
+        if unknown:
+            raise ConfigError(f"components requested unknown engine actions {sorted(unknown)}; known: "
+                              f"{sorted(ENGINE_ACTIONS)}")
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {slot: c.state_dict() for slot, c in self.components().items() if c.state_dict()}

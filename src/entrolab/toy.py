@@ -81,7 +81,7 @@ class TabularPolicy(torch.nn.Module):
         return RolloutBatch(
             response_ids=actions, response_mask=torch.ones(B, L), old_logprobs=logp, rewards=hit.mean(-1),
             group_ids=torch.arange(len(prompts)).repeat_interleave(group_size), old_entropy=ent,
-            ref_logprobs=ref, extras={"prompt": rep}, step=step,
+            ref_logprobs=ref, extras={"prompt_id": rep}, step=step,
         )
 
 
@@ -120,7 +120,8 @@ def train_toy(objective: PolicyObjective, policy: TabularPolicy, settings: Optio
         setattr(s, k, v)
     gen = torch.Generator().manual_seed(s.seed)
     reference = copy.deepcopy(policy).requires_grad_(False) if objective.needs_reference else None
-    opt = _optimizer(s.optimizer, policy.parameters(), s.lr)
+    params = list(policy.parameters()) + objective.parameters()
+    opt = _optimizer(s.optimizer, params, s.lr)
     upd = UpdateSettings(ppo_epochs=s.ppo_epochs, mini_batches=s.mini_batches, grad_clip=None)
     history: list[dict[str, float]] = []
     for step in range(s.steps):
@@ -133,10 +134,15 @@ def train_toy(objective: PolicyObjective, policy: TabularPolicy, settings: Optio
             batch = objective.prepare(objective.compute_advantages(batch))
 
             def forward(mb: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
-                return policy.logprobs_entropy(mb.extras["prompt"], mb.response_ids)
+                return policy.logprobs_entropy(mb.extras["prompt_id"], mb.response_ids)
 
-            record.update(policy_update(objective, batch, forward, opt, list(policy.parameters()), upd, gen))
+            record.update(policy_update(objective, batch, forward, opt, params, upd, gen))
         objective.on_step_end(record)
+        actions = objective.pop_actions()
+        if "reset_reference" in actions and reference is not None:
+            reference.load_state_dict(policy.state_dict())
+        if "reset_optimizer" in actions:
+            opt = _optimizer(s.optimizer, params, s.lr)
         history.append(record)
     history.append({"step": float(s.steps), "entropy": policy.entropy(), "reward": policy.expected_reward()})
     return history

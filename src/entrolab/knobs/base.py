@@ -10,7 +10,14 @@ Hooks a component may implement (all optional, no-ops by default):
 - ``on_step_end(metrics)``: once per RL step, after the update (controllers update their state here);
 - ``state_dict()`` / ``load_state_dict(state)``: state kept across steps, saved in checkpoints;
 - ``requires``: names of optional ``RolloutBatch`` fields the component reads (e.g. ``ref_logprobs``);
-- ``needs_off_policy``: True if the component can only act when the ratio π_θ/π_old differs from 1.
+- ``needs_off_policy``: True if the component can only act when the ratio π_θ/π_old differs from 1;
+- ``parameters()``: trainable tensors the component owns (e.g. a learned log-partition), which engines add to the
+  optimizer;
+- ``pop_actions()``: engine actions the component requests after a step — ``"reset_reference"`` (copy the current
+  policy into the reference) and ``"reset_optimizer"`` (clear the optimizer state) — which engines honour.
+
+Engine-provided ``RolloutBatch.extras``: ``prompt_id`` (B,) int64, a stable id of each sample's prompt across steps
+(for per-prompt history).
 """
 
 from __future__ import annotations
@@ -42,6 +49,12 @@ class Component:
 
     def state_dict(self) -> dict[str, Any]:
         return {}
+
+    def parameters(self) -> list:
+        return []
+
+    def pop_actions(self) -> set[str]:
+        return set()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state:
