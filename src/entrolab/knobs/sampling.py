@@ -7,18 +7,22 @@ before the advantage knob runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from ..batch import RolloutBatch
 from .advantage import group_statistics
-from .base import Component, Registry
+from .base import Component, Registry, check_range
 
 SAMPLINGS: Registry["SamplingStrategy"] = Registry("sampling")
 
 
 class SamplingStrategy(Component):
-    """Base: ``keep(batch) -> (B,) bool``."""
+    """Base: ``keep(batch) -> (B,) bool``. ``refill`` = True asks the engine to generate more rollout batches
+    (up to its limit) until enough samples are kept, as DAPO does; a plain filter (RAGEN) trains on what it keeps."""
+
+    refill: ClassVar[bool] = False
 
     def keep(self, batch: RolloutBatch) -> torch.Tensor:
         return torch.ones(batch.batch_size, dtype=torch.bool, device=batch.rewards.device)
@@ -37,6 +41,36 @@ class DynamicSampling(SamplingStrategy):
     wrong), since its GRPO advantages are all zero and it only dilutes the token-mean. DAPO over-generates until the
     batch is full; the trainer's ``max_gen_batches`` bounds that."""
 
+    refill: ClassVar[bool] = True
+
     def keep(self, batch: RolloutBatch) -> torch.Tensor:
         _, std, count = group_statistics(batch.rewards, batch.group_ids)
         return (std > 0) & (count > 1)
+
+
+@SAMPLINGS.register("reward_std_filter")
+@dataclass
+class RewardStdFilter(SamplingStrategy):
+    """RAGEN / StarPO-S uncertainty filtering (Wang et al., 2504.20073; mll-lab-nu/RAGEN ``_filter_rollout``):
+    keep the groups (prompts) whose reward standard deviation U = Std_{τ∼π(·|s₀)}[R(τ)] is in the top
+    ``keep_ratio`` of the batch — the top ⌊p·#groups⌋ by the unbiased std (at least one group here; RAGEN
+    requires the product to cover a mini-batch), ties kept in batch order. Default p = 0.25
+    (``rollout_filter_ratio: 0.25``, ``rollout_filter_type: std``)."""
+
+    keep_ratio: float = 0.25
+
+    def __post_init__(self) -> None:
+        check_range("reward_std_filter", "keep_ratio", self.keep_ratio, lo=0.0, hi=1.0, lo_open=True)
+
+    def keep(self, batch: RolloutBatch) -> torch.Tensor:
+        _, std, _ = group_statistics(batch.rewards, batch.group_ids)
+        groups, first = [], []
+        for i, g in enumerate(batch.group_ids.tolist()):
+            if g not in groups:
+                groups.append(g)
+                first.append(i)
+        g_std = std[torch.tensor(first, dtype=torch.long)]
+        n_keep = max(1, int(self.keep_ratio * len(groups)))
+        order = torch.sort(g_std, descending=True, stable=True).indices[:n_keep]
+        kept = torch.tensor([groups[int(j)] for j in order], dtype=batch.group_ids.dtype)
+        return torch.isin(batch.group_ids, kept)
