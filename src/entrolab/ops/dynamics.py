@@ -95,3 +95,50 @@ def exact_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tenso
     """Entropy −Σ π log π of softmax(z/T) over the last axis (small tensors; use ops.entropy for LM-sized ones)."""
     logp = _log_softmax(logits, temperature)
     return -(logp.exp() * logp).sum(-1)
+
+
+def entropy_change_from_hidden(
+    hidden_before: torch.Tensor,
+    weight_before: torch.Tensor,
+    hidden_after: torch.Tensor,
+    weight_after: torch.Tensor,
+    temperature: float = 1.0,
+    bias_before: torch.Tensor | None = None,
+    bias_after: torch.Tensor | None = None,
+    chunk_size: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-state (predicted, actual) entropy change of an LM update, from final hidden states and LM-head weights
+    before and after it: z = h·Wᵀ (+ b); predicted = −Cov_{π_before}(log π_before, Δz) (Lemma 1), actual =
+    H(π_after) − H(π_before). Token chunks bound memory to chunk_size × V logits. Shapes: hidden (..., D) → (...).
+    Computed in float64: a small step's ΔH is of the order of float32 rounding of H itself.
+    """
+    if hidden_before.shape != hidden_after.shape:
+        raise ValueError(
+            f"hidden_after: expected shape {tuple(hidden_before.shape)}, got {tuple(hidden_after.shape)}"
+        )
+    lead = hidden_before.shape[:-1]
+    hb = hidden_before.reshape(-1, hidden_before.shape[-1])
+    ha = hidden_after.reshape(-1, hidden_after.shape[-1])
+    pred = torch.empty(hb.shape[0], dtype=torch.float32, device=hb.device)
+    act = torch.empty_like(pred)
+    with torch.no_grad():
+        for s in range(0, hb.shape[0], chunk_size):
+            zb = torch.nn.functional.linear(hb[s:s + chunk_size].double(), weight_before.double(),
+                                            None if bias_before is None else bias_before.double())
+            za = torch.nn.functional.linear(ha[s:s + chunk_size].double(), weight_after.double(),
+                                            None if bias_after is None else bias_after.double())
+            pred[s:s + chunk_size] = _predicted_change_f64(zb, za - zb, temperature).float()
+            act[s:s + chunk_size] = (_entropy_f64(za, temperature) - _entropy_f64(zb, temperature)).float()
+    return pred.view(lead), act.view(lead)
+
+
+def _entropy_f64(z: torch.Tensor, temperature: float) -> torch.Tensor:
+    logp = torch.log_softmax(z / temperature, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def _predicted_change_f64(z: torch.Tensor, dz: torch.Tensor, temperature: float) -> torch.Tensor:
+    logp = torch.log_softmax(z / temperature, dim=-1)
+    p = logp.exp()
+    d = dz / temperature
+    return -((p * logp * d).sum(-1) - (p * logp).sum(-1) * (p * d).sum(-1))
