@@ -90,6 +90,23 @@ class PolicyObjective:
         return frozenset(req)
 
     @property
+    def engine_extras(self) -> frozenset[str]:
+        """``batch.extras`` entries the engine must compute for some component."""
+        out: set[str] = set()
+        for c in self.components().values():
+            out |= set(c.engine_extras)
+        return frozenset(out)
+
+    def check_engine(self, engine: str, provides: frozenset[str] | set[str]) -> None:
+        """Refuse, before any work, a method whose components need extras this engine does not compute."""
+        missing = {c.name: sorted(set(c.engine_extras) - set(provides)) for c in self.components().values()}
+        missing = {k: v for k, v in missing.items() if v}
+        if missing:
+            detail = "; ".join(f"{k} needs {', '.join(v)}" for k, v in missing.items())
+            raise ConfigError(f"{engine} cannot run {'+'.join(self.methods) or 'this objective'} yet: {detail} "
+                              f"(it provides {', '.join(sorted(provides))}). See docs/methods-objective.md.")
+
+    @property
     def needs_reference(self) -> bool:
         return "ref_logprobs" in self.requires
 

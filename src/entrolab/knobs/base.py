@@ -16,6 +16,9 @@ Hooks a component may implement (all optional, no-ops by default):
 - ``pop_actions()``: engine actions the component requests after a step — ``"reset_reference"`` (copy the current
   policy into the reference) and ``"reset_optimizer"`` (clear the optimizer state) — which engines honour.
 
+- ``engine_extras``: names of ``RolloutBatch.extras`` the engine must compute for the component (beyond a per-token
+  loss: e.g. a clamped entropy from the full logits); an engine that cannot provide one refuses the method up front.
+
 Engine-provided ``RolloutBatch.extras``: ``prompt_id`` (B,) int64, a stable id of each sample's prompt across steps
 (for per-prompt history).
 """
@@ -40,6 +43,7 @@ class Component:
     knob: ClassVar[str] = ""
     requires: ClassVar[frozenset[str]] = frozenset()
     needs_off_policy: ClassVar[bool] = False
+    engine_extras: ClassVar[frozenset[str]] = frozenset()
 
     def prepare(self, batch: RolloutBatch) -> RolloutBatch:
         return batch

@@ -246,6 +246,8 @@ class AEnt(ObjectiveTerm):
     ``batch.entropy`` (no truncation, only the adaptive coefficient).
     """
 
+    engine_extras = frozenset({'clamped_entropy'})
+
     clamp_p: float = 0.25
     init: float = 3e-4
     ent_low: float = 0.35
@@ -324,6 +326,8 @@ class StageEntropy(ObjectiveTerm):
     recovered: α_r = α_a = 1e-3 (the usual bonus scale) is a reading. The Reflection-aware Information Filtration
     (RIF) half of AEPO is not implemented.
     """
+
+    engine_extras = frozenset({'stage'})
 
     requires = frozenset({"entropy"})
     coef_reflection: float = 1e-3
@@ -754,6 +758,8 @@ class SimKO(ObjectiveTerm):
     log π_θ of the *same* token ids, with gradient, from the update forward.
     """
 
+    engine_extras = frozenset({'topk_ids', 'old_topk_logprobs', 'topk_logprobs'})
+
     requires = frozenset({"logprobs", "advantages", "old_entropy"})
     top_k: int = 3
     alpha: float = 0.01
@@ -1045,6 +1051,8 @@ class EvolRLBonus(EntropyBonus):
     """EVOL-RL's entropy bonus (2509.15194; README example coefficient 0.003): ℓ_t ← ℓ_t − α·H_t, guarded so the
     method cannot silently run on verifier rewards: the batch must carry ``extras["evol_rl_shaped"]`` (B,), set by
     the engine's reward hook after replacing the rewards with ``evol_rl_rewards``."""
+
+    engine_extras = frozenset({'evol_rl_shaped'})
 
     coef: float = 0.003
 
