@@ -249,3 +249,17 @@ def test_every_catalog_method_runs_a_step_in_the_trainer(name, tmp_path, reward_
     assert m["update/steps"] == 2 and m["update/skipped"] == 0
     assert math.isfinite(m["loss/total"])
     assert any(not torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_a_reset_reference_survives_resume(tmp_path, reward_path):
+    cfg = tiny_config(tmp_path, reward_path, algorithm={"method": "grpo", "overrides": {"kl": "ref_kl"}},
+                      optim={"steps": 2}, checkpoint={"every": 1})
+    trainer = Trainer(cfg)
+    trainer.step()
+    trainer._apply_actions({"reset_reference"}, {})  # what a ProRL-style component requests
+    reset_state = {k: v.clone() for k, v in trainer.reference.state_dict().items()}
+    trainer.step_index = 1
+    trainer.save_checkpoint()
+    resumed = Trainer.resume(tmp_path / "run")
+    for k, v in resumed.reference.state_dict().items():
+        torch.testing.assert_close(v, reset_state[k])

@@ -20,8 +20,4 @@ from .masked import (
     masked_var,
     masked_whiten,
 )
-
-try:  # the kernels module is developed alongside; keep the package importable while it lands
-    from .entropy import fused_logprobs_entropy, logprobs_and_entropy, token_entropy, token_logprobs
-except ImportError:  # pragma: no cover
-    pass
+from .entropy import fused_logprobs_entropy, logprobs_and_entropy, token_entropy, token_logprobs

@@ -63,8 +63,9 @@ def set_rng_state(state: dict[str, Any], generator: Optional[torch.Generator] = 
 
 
 def save_checkpoint(ckpt_root: Path, step: int, model: torch.nn.Module, trainer_state: dict[str, Any],
-                    keep_last: int) -> Path:
-    """Write ``ckpt_root/step_{step:06d}`` atomically and keep only the last ``keep_last`` checkpoints."""
+                    keep_last: int, extra_models: Optional[dict[str, torch.nn.Module]] = None) -> Path:
+    """Write ``ckpt_root/step_{step:06d}`` atomically and keep only the last ``keep_last`` checkpoints.
+    ``extra_models`` (e.g. a reference policy that a method may reset) are saved as ``<name>.safetensors``."""
     from safetensors.torch import save_model
 
     ckpt_root = Path(ckpt_root)
@@ -73,6 +74,8 @@ def save_checkpoint(ckpt_root: Path, step: int, model: torch.nn.Module, trainer_
     tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=f".tmp-{CKPT_PREFIX}{step:06d}-"))
     try:
         save_model(model, str(tmp / "model.safetensors"))
+        for name, extra in (extra_models or {}).items():
+            save_model(extra, str(tmp / f"{name}.safetensors"))
         torch.save(trainer_state, tmp / "trainer_state.pt")
         (tmp / "meta.json").write_text(json.dumps({"step": step}))
         for p in tmp.iterdir():
@@ -99,9 +102,13 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
     return sorted(done, key=lambda p: p.name)
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module) -> dict[str, Any]:
-    """Load weights into ``model`` and return the trainer state dict."""
+def load_checkpoint(path: Path, model: torch.nn.Module,
+                    extra_models: Optional[dict[str, torch.nn.Module]] = None) -> dict[str, Any]:
+    """Load weights into ``model`` (and any saved ``extra_models``) and return the trainer state dict."""
     from safetensors.torch import load_model
 
     load_model(model, str(Path(path) / "model.safetensors"))
+    for name, extra in (extra_models or {}).items():
+        if (Path(path) / f"{name}.safetensors").is_file():
+            load_model(extra, str(Path(path) / f"{name}.safetensors"))
     return torch.load(Path(path) / "trainer_state.pt", weights_only=False)

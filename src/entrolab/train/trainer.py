@@ -127,6 +127,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir else (
             Path(c.logging.run_dir) if c.logging.run_dir else default_run_dir(c.algorithm.method))
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(self.run_dir / "config.yaml", c.to_yaml())
         self.metrics_log = JsonlLog(self.run_dir / "metrics.jsonl")
         self.samples_log = JsonlLog(self.run_dir / "samples.jsonl")
         self.history: list[dict[str, Any]] = []
@@ -479,7 +480,11 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         return ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step_index, self.model, self._trainer_state(),
-                                    self.config.checkpoint.keep_last)
+                                    self.config.checkpoint.keep_last, self._extra_models())
+
+    def _extra_models(self) -> dict[str, torch.nn.Module]:
+        # The reference is saved too: a method may have reset it to a later policy (ProRL).
+        return {"reference": self.reference} if self.reference is not None else {}
 
     def _restore(self) -> None:
         found = ckpt.list_checkpoints(self.run_dir / "checkpoints")
@@ -487,7 +492,7 @@ class Trainer:
             self.metrics_log.truncate_after(-1)
             self.samples_log.truncate_after(-1)
             return
-        state = ckpt.load_checkpoint(found[-1], self.model)
+        state = ckpt.load_checkpoint(found[-1], self.model, self._extra_models())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.objective.load_state_dict(state["objective"])
@@ -516,7 +521,6 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ the loop
     def train(self) -> list[dict[str, Any]]:
         c = self.config
-        write_config(self.run_dir / "config.yaml", c.to_yaml())
         tb = TensorBoardLog(self.run_dir / "tensorboard", c.logging.tensorboard)
         import sys
 
