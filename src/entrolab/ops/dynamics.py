@@ -94,7 +94,8 @@ def npg_logit_change(advantages: torch.Tensor, lr: float) -> torch.Tensor:
 def exact_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Entropy −Σ π log π of softmax(z/T) over the last axis (small tensors; use ops.entropy for LM-sized ones)."""
     logp = _log_softmax(logits, temperature)
-    return -(logp.exp() * logp).sum(-1)
+    p = logp.exp()
+    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)  # 0·log 0 = 0 for masked (−inf) logits
 
 
 def entropy_change_from_hidden(
