@@ -74,10 +74,20 @@ def test_parse_int(text, expected):
         ("x + 1", "1 + x", True),
         ("", "1", False),
         ("\\sqrt{4}", "2", True),
+        ("$\\frac{3}{4}$", "0.75", True),
     ],
 )
 def test_verify_math(pred, gold, expected):
     assert verify_math(pred, gold) is expected
+
+
+def test_verify_math_works_outside_the_main_thread():
+    """math-verify's SIGALRM timeouts cannot run in worker threads; verify_math must still answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(verify_math, "0.5", "\\frac{1}{2}").result() is True
+        assert pool.submit(verify_math, "0.4", "\\frac{1}{2}").result() is False
 
 
 def test_verify_math_integer_fallback_without_math_verify(monkeypatch):
@@ -230,9 +240,14 @@ def test_raising_reward_gives_zero_and_logs_id(user_module, caplog):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), "1.0", None])
 def test_non_finite_or_non_number_reward_is_an_error(value):
+    """NaN, inf, strings and None are reward errors (0, counted); numbers of any kind are fine."""
     rf = RewardFunction(lambda c, e: value)
     assert rf.score("c", ex(1)) == (0.0, False)
     assert rf.errors == 1
+    import numpy as np
+
+    ok = RewardFunction(lambda c, e: np.float32(0.5))
+    assert ok.score("c", ex(1)) == (0.5, True) and ok.errors == 0
 
 
 def test_build_reward_builtin_and_custom(user_module):

@@ -127,7 +127,8 @@ def _math_verify_api() -> tuple[Callable, Callable] | None:
 def _as_answer_text(text: str) -> str:
     """The answer part of ``text``: boxed content when there is a box, else the text."""
     boxed = extract_boxed(text)
-    return boxed if boxed is not None else text.strip()
+    answer = boxed if boxed is not None else text.strip()
+    return answer.strip("$ ")
 
 
 def verify_math(pred_text: str, gold: Any) -> bool:
@@ -411,7 +412,7 @@ class RewardFunction:
             if isinstance(out, tuple):
                 reward, correct = float(out[0]), bool(out[1])
             else:
-                if isinstance(out, bool) or not isinstance(out, (int, float)) and not hasattr(out, "__float__"):
+                if isinstance(out, (str, bytes)) or not hasattr(out, "__float__"):
                     raise TypeError(f"reward must be a number, got {type(out).__name__}")
                 reward = float(out)
                 correct = bool(self.correct_fn(completion, example)) if self.correct_fn else reward > 0

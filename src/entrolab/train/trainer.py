@@ -108,7 +108,8 @@ class Trainer:
         if c.data.task == "arithmetic" and c.data.difficulty is not None:
             task_params["difficulty"] = c.data.difficulty
         if c.data.task == "file":
-            task_params = {"path": c.data.path, "prompt_key": c.data.prompt_key, "answer_key": c.data.answer_key}
+            task_params = {"path": c.data.path, "prompt_key": c.data.prompt_key, "answer_key": c.data.answer_key,
+                           "seed": c.seed}
         self.task = tasks.build_task(c.data.task, **task_params)
         self.max_new_tokens = c.rollout.max_new_tokens or tasks.DEFAULT_MAX_NEW_TOKENS
         if self.objective.aggregation == "seq-mean-token-sum-norm" and self.objective.norm_length is None:
