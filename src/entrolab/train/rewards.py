@@ -80,6 +80,13 @@ def extract_boxed(text: str) -> str | None:
     return found
 
 
+def extract_answer(text: str) -> str | None:
+    """A response's final answer for answer-level comparisons (clusters, votes): the last complete ``\\boxed{}``
+    content, or None when there is none or it is empty."""
+    boxed = extract_boxed(text)
+    return boxed if boxed else None
+
+
 _INT_CLEAN_RE = re.compile(r"\\[,;:! ]|\{,\}|\\text\{\s*\}|[\s,_$]")
 _INT_RE = re.compile(r"[+-]?\d+(?:\.0*)?")
 

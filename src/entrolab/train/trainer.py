@@ -36,12 +36,14 @@ from ..ops.masked import masked_mean, masked_quantiles
 from ..update import UpdateSettings, policy_update
 from . import checkpoint as ckpt
 from .config import TrainConfig, config_from_dict
+from .extras import FORWARD_EXTRAS, ForwardContext, RolloutContext, compute_forward_extras, compute_rollout_extras, \
+    provided_extras
 from .rollout import Generation, generate, lm_head, policy_logprobs_entropy, response_hidden
 from .tracking import JsonlLog, Progress, TensorBoardLog, default_run_dir, write_config
 
 
-# The RolloutBatch.extras this trainer computes for components.
-ENGINE_EXTRAS = frozenset({"input_ids", "attention_mask", "prompt_id"})
+# The RolloutBatch.extras this trainer computes for components (``train/extras.py`` has their providers).
+ENGINE_EXTRAS = provided_extras()
 
 
 class TrainingError(RuntimeError):
@@ -86,7 +88,8 @@ class Trainer:
         seed_everything(c.seed)
         self.generator = torch.Generator().manual_seed(c.seed)
         self.objective = methods.build(c.algorithm.method, **c.algorithm.overrides)
-        self.objective.check_engine("entrolab train", ENGINE_EXTRAS)  # before any expensive work
+        self.objective.check_engine("entrolab train", provided_extras())  # before any expensive work
+        self.forward_extras = sorted(self.objective.engine_extras & FORWARD_EXTRAS.names())
         if model is None:
             if c.model.name == "tiny":
                 model, tokenizer = models.tiny_model(seed=c.seed)
@@ -223,7 +226,28 @@ class Trainer:
             extras={"input_ids": gen.input_ids, "attention_mask": gen.attention_mask,
                     "prompt_id": torch.tensor([stable_id(ex.id) for ex in rep_examples], dtype=torch.long)},
         )
+        if self.objective.engine_extras:
+            t = time.perf_counter()
+            batch = self._rollout_extras(batch, gen, texts, rep_examples, correct)
+            timers["old_logprob"] += time.perf_counter() - t
         return batch, gen, rep_examples, texts, correct, hidden
+
+    def _rollout_extras(self, batch: RolloutBatch, gen: Generation, texts, examples, correct) -> RolloutBatch:
+        """The extras some component needs, from their providers (``train/extras.py``); a label-free reward source
+        may replace the rewards here (the verifier's correctness still gives ``reward/accuracy``)."""
+        w, b = lm_head(self.model)
+        T = self.config.rollout.temperature
+
+        def old_logits(rows: slice) -> torch.Tensor:
+            with torch.no_grad():
+                h = response_hidden(self.model, gen.input_ids[rows], gen.attention_mask[rows], gen.prompt_len)
+                return torch.nn.functional.linear(h, w, b).float() / T
+
+        ctx = RolloutContext(batch=batch, texts=texts, examples=examples, correct=correct, objective=self.objective,
+                             tokenizer=self.tokenizer, temperature=T, rewards=batch.rewards.clone(),
+                             old_logits_fn=old_logits, chunk_rows=self.config.optim.micro_batch_size or 8)
+        extras = compute_rollout_extras(ctx, sorted(self.objective.engine_extras))
+        return batch.replace(rewards=ctx.rewards, extras={**batch.extras, **extras})
 
     def _decode(self, gen: Generation) -> list[str]:
         ids = gen.response_ids.masked_fill(gen.response_mask == 0, self.tokenizer.pad_token_id)
@@ -338,13 +362,22 @@ class Trainer:
         def cat_tok(x, y):
             return None if x is None else torch.cat([pad_right(x, T, 0), pad_right(y, T, 0)])
 
+        def cat_extra(x, y):
+            # token-aligned extras (dim 1 = response length) are padded on the right; others stack as they are
+            if x.dim() >= 2 and x.shape[1] == a.response_ids.shape[1] and y.shape[1] == b.response_ids.shape[1]:
+                padx = [0, 0] * (x.dim() - 2) + [0, T - x.shape[1]]
+                pady = [0, 0] * (y.dim() - 2) + [0, T - y.shape[1]]
+                return torch.cat([torch.nn.functional.pad(x, padx), torch.nn.functional.pad(y, pady)])
+            return torch.cat([x, y])
+
+        extras = {k: cat_extra(a.extras[k], b.extras[k]) for k in a.extras if k not in ("input_ids", "attention_mask")}
+
         merged = RolloutBatch(
             response_ids=ga2.response_ids, response_mask=ga2.response_mask,
             old_logprobs=cat_tok(a.old_logprobs, b.old_logprobs), rewards=torch.cat([a.rewards, b.rewards]),
             group_ids=torch.cat([a.group_ids, b.group_ids + offset]),
             old_entropy=cat_tok(a.old_entropy, b.old_entropy), ref_logprobs=cat_tok(a.ref_logprobs, b.ref_logprobs),
-            step=a.step, extras={"input_ids": ga2.input_ids, "attention_mask": ga2.attention_mask,
-                                 "prompt_id": torch.cat([a.extras["prompt_id"], b.extras["prompt_id"]])},
+            step=a.step, extras={**extras, "input_ids": ga2.input_ids, "attention_mask": ga2.attention_mask},
         )
         hidden = None
         if ha is not None:
@@ -369,7 +402,18 @@ class Trainer:
     def _policy_forward(self, mb: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
         ids, att = mb.extras["input_ids"], mb.extras["attention_mask"]
         P = ids.shape[1] - mb.response_ids.shape[1]
-        return policy_logprobs_entropy(self.model, ids, att, P, mb.response_ids, self.config.rollout.temperature)
+        T = self.config.rollout.temperature
+        if not self.forward_extras:
+            return policy_logprobs_entropy(self.model, ids, att, P, mb.response_ids, T)
+        from ..ops.entropy import fused_logprobs_entropy
+
+        hidden = response_hidden(self.model, ids, att, P)
+        w, b = lm_head(self.model)
+        logp, ent = fused_logprobs_entropy(hidden, w, mb.response_ids, temperature=T, bias=b)
+        # Forward extras (with gradient) go into this micro-batch's extras, which the update's batch carries on.
+        ctx = ForwardContext(micro=mb, hidden=hidden, weight=w, bias=b, temperature=T, objective=self.objective)
+        mb.extras.update(compute_forward_extras(ctx, self.forward_extras))
+        return logp, ent
 
     # ------------------------------------------------------------------------------------------ diagnostics
     def _pre_update_diagnostics(self, batch: RolloutBatch) -> dict[str, float]:

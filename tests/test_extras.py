@@ -1,0 +1,153 @@
+"""Engine extras (``entrolab.train.extras``): the providers the trainer runs for components that need more than
+per-token log-probs, checked against direct computations on a tiny in-memory model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from entrolab import methods
+from entrolab.knobs.base import ConfigError
+from entrolab.knobs.objective import STAGE_ANSWER, STAGE_OTHER, STAGE_REFLECTION, TERMS, ObjectiveTerm, \
+    clamped_entropy_from_logits
+from entrolab.train.extras import answer_start_positions, provided_extras
+from entrolab.train.models import tiny_model
+from entrolab.train.rollout import lm_head, response_hidden
+from entrolab.train.trainer import Trainer
+
+from test_trainer import reward_path, tiny_config  # noqa: F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model(seed=1)
+
+
+def _trainer(tmp_path, reward_path, tiny, method, **sections):
+    model, tok = tiny
+    base = dict(algorithm={"method": method}, optim={"steps": 1, "lr": 1e-4, "micro_batch_size": 4},
+                checkpoint={"every": 0}, diagnostics={"measure_delta_h": False})
+    cfg = tiny_config(tmp_path, reward_path, **{**base, **sections})
+    return Trainer(cfg, model=model, tokenizer=tok)
+
+
+def test_answer_start_is_the_token_that_completes_the_marker(tiny):
+    _, tok = tiny
+    texts = ["ab</think>cd", "xy\\boxed{3}", "no marker"]
+    enc = [tok.encode(t, add_special_tokens=False) for t in texts]
+    T = max(map(len, enc))
+    ids = torch.tensor([e + [tok.pad_token_id] * (T - len(e)) for e in enc])
+    mask = torch.tensor([[1.0] * len(e) + [0.0] * (T - len(e)) for e in enc])
+    start = answer_start_positions(tok, ids, mask)
+    # character tokenizer: "ab</think>" is 10 characters, so the answer starts at token 10 ("c");
+    # "xy\boxed" starts the answer at its backslash, index 2; no marker → T.
+    assert start.tolist() == [10, 2, T]
+
+
+def test_rollout_and_forward_extras_match_direct_computations(tmp_path, reward_path, tiny):
+    trainer = _trainer(tmp_path, reward_path, tiny, "simko")
+    timers = {"generate": 0.0, "old_logprob": 0.0}
+    batch, gen, *_ = trainer._rollout(timers)
+    k = trainer.objective.terms[0].top_k
+    model = trainer.model
+    with torch.no_grad():
+        h = response_hidden(model, gen.input_ids, gen.attention_mask, gen.prompt_len)
+        w, b = lm_head(model)
+        logp_all = torch.log_softmax(torch.nn.functional.linear(h, w, b) / trainer.config.rollout.temperature, -1)
+    top = logp_all.topk(k, -1)
+    assert batch.extras["topk_ids"].shape == (batch.batch_size, batch.response_ids.shape[1], k)
+    torch.testing.assert_close(batch.extras["old_topk_logprobs"], top.values, atol=1e-5, rtol=1e-5)
+    # the sampled token's log-prob is among the top-K exactly when its id is
+    in_top = (batch.extras["topk_ids"] == batch.response_ids[..., None]).any(-1)
+    lp_sampled = logp_all.gather(-1, batch.response_ids[..., None]).squeeze(-1)
+    torch.testing.assert_close(lp_sampled, batch.old_logprobs, atol=1e-4, rtol=1e-4)
+    assert bool(in_top.any())
+
+    # forward extras are differentiable and equal the direct computation
+    mb = batch.select(torch.arange(2))
+    logp, ent = trainer._policy_forward(mb)
+    cur = mb.extras["topk_logprobs"]
+    assert cur.requires_grad and cur.shape == mb.extras["topk_ids"].shape
+    torch.testing.assert_close(cur.detach(), top.values[:2], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logp.detach(), batch.old_logprobs[:2], atol=1e-4, rtol=1e-4)
+
+
+def test_clamped_entropy_forward_extra_carries_gradient(tmp_path, reward_path, tiny):
+    trainer = _trainer(tmp_path, reward_path, tiny, "aent")
+    batch, gen, *_ = trainer._rollout({"generate": 0.0, "old_logprob": 0.0})
+    mb = batch.select(torch.arange(2))
+    trainer._policy_forward(mb)
+    ce = mb.extras["clamped_entropy"]
+    p = trainer.objective.terms[0].clamp_p
+    with torch.no_grad():
+        h = response_hidden(trainer.model, gen.input_ids[:2], gen.attention_mask[:2], gen.prompt_len)
+        w, b = lm_head(trainer.model)
+        z = torch.nn.functional.linear(h, w, b) / trainer.config.rollout.temperature
+    torch.testing.assert_close(ce.detach(), clamped_entropy_from_logits(z, p), atol=1e-5, rtol=1e-5)
+    (ce * mb.mask).sum().backward()
+    head_grad = lm_head(trainer.model)[0].grad
+    assert head_grad is not None and float(head_grad.abs().sum()) > 0
+    trainer.model.zero_grad(set_to_none=True)
+
+
+def test_stage_extra_splits_reflection_and_answer(tmp_path, reward_path, tiny):
+    trainer = _trainer(tmp_path, reward_path, tiny, "aepo_he")
+    batch, *_ = trainer._rollout({"generate": 0.0, "old_logprob": 0.0})
+    stage = batch.extras["stage"]
+    valid = batch.mask > 0
+    assert bool((stage[~valid] == STAGE_OTHER).all())
+    assert bool(((stage[valid] == STAGE_REFLECTION) | (stage[valid] == STAGE_ANSWER)).all())
+
+
+def test_token_aligned_extras_survive_dynamic_sampling_refills(tmp_path, reward_path, tiny):
+    trainer = _trainer(tmp_path, reward_path, tiny, "aepo_he",
+                       algorithm={"method": "aepo_he", "overrides": {"sampling": "dynamic_sampling"}},
+                       optim={"steps": 1, "lr": 1e-4, "micro_batch_size": 4, "max_gen_batches": 3})
+    a, ga, *_ = trainer._rollout({"generate": 0.0, "old_logprob": 0.0})
+    b, gb, *_ = trainer._rollout({"generate": 0.0, "old_logprob": 0.0})
+    merged, g, _ = trainer._concat(a, b, ga, gb, None, None)
+    T = merged.response_ids.shape[1]
+    assert merged.extras["stage"].shape == (a.batch_size + b.batch_size, T)
+    assert torch.equal(merged.extras["stage"][: a.batch_size, : a.response_ids.shape[1]], a.extras["stage"])
+    assert torch.equal(merged.extras["prompt_id"], torch.cat([a.extras["prompt_id"], b.extras["prompt_id"]]))
+
+
+def test_evol_rl_replaces_rewards_with_label_free_ones(tmp_path, reward_path, tiny):
+    trainer = _trainer(tmp_path, reward_path, tiny, "evol_rl")
+    batch, *_ = trainer._rollout({"generate": 0.0, "old_logprob": 0.0})
+    assert "evol_rl_shaped" in batch.extras
+    # EVOL-RL rewards live in {−1} ∪ [−1, −0.5] ∪ [0.5, 1]: a response without an answer gets −1
+    r = batch.rewards
+    assert bool((((r >= -1) & (r <= -0.5)) | ((r >= 0.5) & (r <= 1))).all())
+
+
+def test_a_component_needing_an_unprovided_extra_is_refused_before_any_work(tmp_path, reward_path):
+    @dataclass
+    class NeedsMagic(ObjectiveTerm):
+        engine_extras = frozenset({"magic_tensor"})
+
+        def apply(self, loss, batch):
+            return loss, {}
+
+    assert "magic_tensor" not in provided_extras()
+    TERMS.register("needs_magic_for_test")(NeedsMagic)
+    try:
+        cfg = tiny_config(tmp_path, reward_path, algorithm={"method": "grpo",
+                                                            "overrides": {"objective": "needs_magic_for_test"}})
+        with pytest.raises(ConfigError, match=r"entrolab train cannot run grpo yet: needs_magic_for_test needs "
+                                              r"magic_tensor"):
+            Trainer(cfg)
+    finally:
+        TERMS._classes.pop("needs_magic_for_test")
+
+
+def test_every_catalog_method_is_runnable_by_the_trainer():
+    missing = {}
+    for name in methods.method_names():
+        try:
+            methods.build(name).check_engine("entrolab train", provided_extras())
+        except ConfigError as e:
+            missing[name] = str(e)
+    assert not missing, missing
