@@ -1,6 +1,7 @@
 """One training step's time, by phase, on the embedded default (SmolLM2-135M-Instruct, 4 prompts × 4 samples,
-≤ 64 new tokens, no KL), with entrolab's diagnostics on; and the same step with a naive policy forward (full logits
-→ log_softmax, entropy from the full distribution) as the baseline measured in the same run.
+≤ 64 new tokens, no KL), with entrolab's diagnostics on (ΔH measured after the update); and the same step with a
+naive policy forward (full logits → log_softmax, entropy from the full distribution) and no ΔH measurement, as the
+baseline measured in the same run, on a copy of the model, the two runs' steps interleaved.
 
     python bench/train_step.py [--steps 3] [--max-new-tokens 64] [--method grpo]
 
@@ -12,13 +13,15 @@ TRL's GRPOTrainer took about 34 s per step for the same work on a 2-core CPU; th
 from __future__ import annotations
 
 import argparse
+import os
+import contextlib
+import copy
 import statistics
 import tempfile
 import time
 
 import torch
 
-from entrolab.train import rollout
 from entrolab.train.config import config_from_dict
 from entrolab.train.models import load_model
 from entrolab.train.trainer import Trainer
@@ -37,7 +40,7 @@ def naive_logprobs_entropy(model, input_ids, attention_mask, prompt_len, respons
     return logp, ent
 
 
-def run(model, tokenizer, args, naive: bool) -> list[dict]:
+def make_trainer(model, tokenizer, args, naive: bool) -> Trainer:
     cfg = config_from_dict({
         "rollout": {"n": 4, "max_new_tokens": args.max_new_tokens},
         "optim": {"steps": args.steps + 1, "prompts_per_step": 4},
@@ -47,23 +50,36 @@ def run(model, tokenizer, args, naive: bool) -> list[dict]:
         "logging": {"run_dir": tempfile.mkdtemp(prefix="entrolab-bench-"), "progress": False, "tensorboard": False},
         "checkpoint": {"every": 0},
     })
-    original = rollout.policy_logprobs_entropy
-    if naive:
-        rollout.policy_logprobs_entropy = naive_logprobs_entropy
-        import entrolab.train.trainer as trainer_mod
+    return Trainer(cfg, model=model, tokenizer=tokenizer)
 
+
+@contextlib.contextmanager
+def naive_forward(active: bool):
+    """Swap the trainer's fused policy forward for the naive one while ``active``."""
+    import entrolab.train.trainer as trainer_mod
+
+    original = trainer_mod.policy_logprobs_entropy
+    if active:
         trainer_mod.policy_logprobs_entropy = naive_logprobs_entropy
-    state = {k: v.clone() for k, v in model.state_dict().items()}
     try:
-        trainer = Trainer(cfg, model=model, tokenizer=tokenizer)
-        trainer.step()  # warm-up
-        return [trainer.step() for _ in range(args.steps)]
+        yield
     finally:
-        rollout.policy_logprobs_entropy = original
-        import entrolab.train.trainer as trainer_mod
-
         trainer_mod.policy_logprobs_entropy = original
-        model.load_state_dict(state)
+
+
+def run(model, tokenizer, args) -> dict[str, list[dict]]:
+    """Both configurations on identical copies of the model, their steps interleaved (e, n, e, n, ...) so that load
+    from other processes hits both alike; one warm-up step each."""
+    trainers = {"entrolab": make_trainer(model, tokenizer, args, naive=False),
+                "naive": make_trainer(copy.deepcopy(model), tokenizer, args, naive=True)}
+    out: dict[str, list[dict]] = {k: [] for k in trainers}
+    for i in range(args.steps + 1):
+        for label, trainer in trainers.items():
+            with naive_forward(label == "naive"):
+                m = trainer.step()
+            if i > 0:
+                out[label].append(m)
+    return out
 
 
 def main() -> None:
@@ -77,8 +93,7 @@ def main() -> None:
     model, tokenizer = load_model()
     print(f"model load: {time.perf_counter() - t:.1f} s")
     results = {}
-    for label, naive in (("entrolab", False), ("naive", True)):
-        steps = run(model, tokenizer, args, naive)
+    for label, steps in run(model, tokenizer, args).items():
         results[label] = {p: statistics.median(s[f"time/{p}_s"] for s in steps) for p in PHASES}
         results[label]["total"] = statistics.median(s["time/step_s"] for s in steps)
         results[label]["tokens"] = statistics.median(s["response/length_mean"] * 16 for s in steps)
@@ -89,7 +104,9 @@ def main() -> None:
         print(f"{p:<14}{e:>12.2f}{n:>10.2f}{(e / n if n > 0 else float('nan')):>8.2f}")
     e = results["entrolab"]
     share = e["diagnostics"] / e["total"]
-    print(f"\ngenerated tokens per step: {e['tokens']:.0f}")
+    print(f"\ngenerated tokens per step: entrolab {e['tokens']:.0f}, naive {results['naive']['tokens']:.0f} "
+          "(sampling differs between the runs: compare phases per token)")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (above {os.cpu_count()} other processes competed)")
     print(f"diagnostics share of the step: {share:.1%} (target ≤ 3%: {'met' if share <= 0.03 else 'NOT met'})")
     print(f"entrolab step: {e['total']:.1f} s (target ≤ 25 s; TRL GRPOTrainer reference ≈ 34 s on a 2-core CPU): "
           f"{'met' if e['total'] <= 25 else 'NOT met'}")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from entrolab.ops.dynamics import (
+    entropy_change_from_hidden,
     PAPER_TAIL_FRACTIONS,
     centered_covariance,
     covariance_tail_means,
@@ -137,3 +138,27 @@ def test_sign_of_entropy_change(step, action, adv, sign):
     exact = float(exact_entropy(Z + dz) - exact_entropy(Z))
     assert math.copysign(1, pred) == sign and math.copysign(1, exact) == sign
     assert abs(pred) > 1e-5
+
+
+def test_entropy_change_from_hidden_matches_a_float64_reference():
+    """The difference-based evaluation (float32 matmuls on h_a − h_b and W_a − W_b) agrees with the direct float64
+    computation of H(z_a) − H(z_b), including a bias, to well below the size of the change itself."""
+    g = torch.Generator().manual_seed(3)
+    N, D, V = 40, 16, 300
+    hb = torch.randn(N, D, generator=g)
+    wb = torch.randn(V, D, generator=g) * 0.5
+    bb = torch.randn(V, generator=g) * 0.1
+    ha = hb + 1e-3 * torch.randn(N, D, generator=g)
+    wa = wb + 1e-3 * torch.randn(V, D, generator=g)
+    ba = bb + 1e-3 * torch.randn(V, generator=g)
+    pred, act = entropy_change_from_hidden(hb, wb, ha, wa, 0.7, bb, ba, chunk_size=16)
+
+    def ent(h, w, b):
+        logp = torch.log_softmax((h.double() @ w.double().T + b.double()) / 0.7, -1)
+        return -(logp.exp() * logp).sum(-1)
+
+    exact = ent(ha, wa, ba) - ent(hb, wb, bb)
+    assert float(exact.abs().mean()) > 1e-4  # a real change, not rounding
+    torch.testing.assert_close(act.double(), exact, atol=2e-6, rtol=1e-3)
+    # first order: the prediction is close to the exact change, relative to its size
+    assert float((pred.double() - exact).abs().sum() / exact.abs().sum()) < 0.05

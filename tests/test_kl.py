@@ -135,3 +135,17 @@ def test_expected_gradients_of_estimators(seed):
     sign = torch.sign(torch.log_softmax(theta, -1) - torch.log_softmax(ref, -1))
     expected_abs = p * sign - p * (p * sign).sum()
     torch.testing.assert_close(_exact_expected_grad(theta, ref, "abs"), expected_abs, atol=1e-6, rtol=1e-5)
+
+
+def test_k3_clamps_the_log_ratio_so_extreme_tokens_keep_finite_gradients():
+    """verl's low_var_kl clamps δ to [−20, 20] before exp: δ = −100 gives the capped value 10 and a finite (zero)
+    gradient instead of NaN."""
+    logp = torch.tensor([-100.0, -0.5], requires_grad=True)
+    ref = torch.tensor([0.0, -0.4])
+    k3 = kl_estimate(logp, ref, "k3")
+    assert float(k3[0].detach()) == 10.0
+    d = -0.1  # δ = logp − logp_ref for the second token: e^{0.1} − 0.1 − 1
+    assert abs(float(k3[1].detach()) - (math.exp(-d) + d - 1)) < 1e-6
+    k3.sum().backward()
+    assert bool(torch.isfinite(logp.grad).all())
+    assert abs(float(logp.grad[1]) - (1 - math.exp(-d))) < 1e-5

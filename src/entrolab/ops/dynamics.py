@@ -111,25 +111,33 @@ def entropy_change_from_hidden(
     """Per-state (predicted, actual) entropy change of an LM update, from final hidden states and LM-head weights
     before and after it: z = h·Wᵀ (+ b); predicted = −Cov_{π_before}(log π_before, Δz) (Lemma 1), actual =
     H(π_after) − H(π_before). Token chunks bound memory to chunk_size × V logits. Shapes: hidden (..., D) → (...).
-    Computed in float64: a small step's ΔH is of the order of float32 rounding of H itself.
+
+    A small step's ΔH is of the order of float32 rounding of H itself, so the logit change is formed from the
+    differences, Δz = (h_a − h_b)·W_aᵀ + h_b·(W_a − W_b)ᵀ + (b_a − b_b) — float32 matmuls whose rounding is relative
+    to Δz, not to z — and both entropies are then evaluated in float64 at z_b and z_b + Δz.
     """
     if hidden_before.shape != hidden_after.shape:
         raise ValueError(
             f"hidden_after: expected shape {tuple(hidden_before.shape)}, got {tuple(hidden_after.shape)}"
         )
     lead = hidden_before.shape[:-1]
-    hb = hidden_before.reshape(-1, hidden_before.shape[-1])
-    ha = hidden_after.reshape(-1, hidden_after.shape[-1])
+    hb = hidden_before.reshape(-1, hidden_before.shape[-1]).float()
+    ha = hidden_after.reshape(-1, hidden_after.shape[-1]).float()
+    wb, wa = weight_before.float(), weight_after.float()
+    dw = wa - wb
+    db = None
+    if bias_before is not None or bias_after is not None:
+        zero = torch.zeros(wb.shape[0], device=wb.device)
+        db = (zero if bias_after is None else bias_after.float()) - (zero if bias_before is None else bias_before.float())
     pred = torch.empty(hb.shape[0], dtype=torch.float32, device=hb.device)
     act = torch.empty_like(pred)
     with torch.no_grad():
         for s in range(0, hb.shape[0], chunk_size):
-            zb = torch.nn.functional.linear(hb[s:s + chunk_size].double(), weight_before.double(),
-                                            None if bias_before is None else bias_before.double())
-            za = torch.nn.functional.linear(ha[s:s + chunk_size].double(), weight_after.double(),
-                                            None if bias_after is None else bias_after.double())
-            pred[s:s + chunk_size] = _predicted_change_f64(zb, za - zb, temperature).float()
-            act[s:s + chunk_size] = (_entropy_f64(za, temperature) - _entropy_f64(zb, temperature)).float()
+            h0, h1 = hb[s:s + chunk_size], ha[s:s + chunk_size]
+            zb = torch.nn.functional.linear(h0, wb, None if bias_before is None else bias_before.float()).double()
+            dz = (torch.nn.functional.linear(h1 - h0, wa, db) + torch.nn.functional.linear(h0, dw)).double()
+            pred[s:s + chunk_size] = _predicted_change_f64(zb, dz, temperature).float()
+            act[s:s + chunk_size] = (_entropy_f64(zb + dz, temperature) - _entropy_f64(zb, temperature)).float()
     return pred.view(lead), act.view(lead)
 
 

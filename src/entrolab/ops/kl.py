@@ -34,7 +34,8 @@ def canonical_kl_kind(kind: str) -> str:
 def kl_estimate(logp: torch.Tensor, logp_ref: torch.Tensor, kind: str = "k3") -> torch.Tensor:
     """Per-token KL estimate from sampled-token log-probs; see the module table for each ``kind``.
 
-    k3 is clamped to [−10, 10] like verl's ``low_var_kl`` so one extreme token cannot dominate a batch.
+    k3 is clamped like verl's ``low_var_kl``: the log-ratio δ to [−20, 20] before the exponential (so its gradient
+    stays finite) and the estimate to [−10, 10], so one extreme token cannot dominate a batch.
     """
     if logp.shape != logp_ref.shape:
         raise ValueError(f"logp_ref: expected shape {tuple(logp.shape)} like logp, got {tuple(logp_ref.shape)}")
@@ -46,6 +47,7 @@ def kl_estimate(logp: torch.Tensor, logp_ref: torch.Tensor, kind: str = "k3") ->
         return delta.abs()
     if k == "k2":
         return 0.5 * delta.square()
+    delta = delta.clamp(min=-20.0, max=20.0)
     return (torch.exp(-delta) + delta - 1.0).clamp(min=-10.0, max=10.0)
 
 

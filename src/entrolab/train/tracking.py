@@ -88,6 +88,7 @@ class Progress:
         ("entropy", "entropy/mean", "{:.3f}"),
         ("ΔH pred/act", None, ""),
         ("KL", "kl/ref", "{:.4f}"),
+        ("ceiling", "law/ceiling", "{:.3f}"),
         ("clip lo/hi/cov", None, ""),
         ("tok/s", "perf/tokens_per_s", "{:.0f}"),
         ("s/step", "time/step_s", "{:.1f}"),
@@ -100,7 +101,7 @@ class Progress:
         self.mode = mode
         self.title = title
         self.t0 = time.time()
-        self.last_eval: dict[str, float] = {}
+        self.last_seen: dict[str, float] = {}  # eval/ and law/ metrics, logged every k steps, shown until renewed
         self._progress = None
         self._task = None
         if mode == "rich":
@@ -127,15 +128,15 @@ class Progress:
                 if any(v is not None for v in vals):
                     parts.append("clip " + "/".join("-" if v is None else f"{v:.3f}" for v in vals))
                 continue
-            v = m.get(key, self.last_eval.get(key) if key.startswith("eval/") else None)
+            v = m.get(key, self.last_seen.get(key) if key.startswith(("eval/", "law/")) else None)
             if isinstance(v, (int, float)) and math.isfinite(v):
                 parts.append(f"{label} {fmt.format(v)}")
         return "  ".join(parts)
 
     def update(self, step: int, metrics: Mapping[str, Any]) -> None:
         for k, v in metrics.items():
-            if k.startswith("eval/"):
-                self.last_eval[k] = v
+            if k.startswith(("eval/", "law/")):
+                self.last_seen[k] = v
         line = self._fmt(metrics)
         if self._progress is not None:
             self._progress.update(self._task, completed=step + 1, stats=line)
