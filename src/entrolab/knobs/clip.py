@@ -410,9 +410,16 @@ class BAPOClip(ClipRule):
     magnitude with π_rollout weights, target 0.5 (0.4 in a note), ranges c_low ∈ [0.6, 0.9], c_high ∈ [1.2, 3.0],
     c_high raised first (δ₁ = 0.05) then c_low (δ₂ = 0.02). Note that under the value-based ρ raising c_low
     *increases* N, so the code's first loop, once entered, runs c_low to b⁻ (filtering low-ratio negatives) and
-    the balance is restored by c_high alone. The search restarts from (a⁻, a⁺) at every call (no state across
-    steps, as in the code); the reference all-reduces P and N across data-parallel ranks, here they are the
-    micro-batch's. Acts only off-policy (on the first on-policy pass r ≡ 1 and the bounds cannot bind).
+    the balance is restored by c_high alone. The reference all-reduces P and N across data-parallel ranks, here
+    they are the micro-batch's. Acts only off-policy (on the first on-policy pass r ≡ 1 and the bounds cannot
+    bind).
+
+    Stateless by design (no ``state_dict``): the search restarts from (a⁻, a⁺) at every call, as in the code
+    (``ratio_low_cur = ratio_lower_start`` on each loss call) and the card. Carrying the last bounds over as a warm
+    start would change the method: the search only ever *raises* a bound, so a warm-started c_high could never
+    return to a⁺ once one negative-dominated batch had pushed it up — the bounds would ratchet to (b⁻, b⁺) and stay.
+    The searched bounds and ρ of every call are reported as the metrics ``bapo/c_low``, ``bapo/c_high`` and
+    ``bapo/pos_neg_ratio``; nothing else would need checkpointing.
     """
 
     needs_off_policy = True
@@ -769,8 +776,15 @@ class M2POClip(ClipRule):
     (the code's "miniclip" floors), and ℓ = max(−A·r, −A·clip(r, 1−ε_low, 1+ε_high)), no dual clip. So only
     extreme ratios are masked, and only when the batch's second moment exceeds its budget. Default τ_M2 = 0.04.
     The reference picks τ at the sorted breakpoint just below the exact solution (slightly tighter); the paper's
-    equivalent view masks the largest |log r| until the rest has M₂ ≤ τ_M2. Computed per loss call over the
-    micro-batch (the reference: per micro-batch, no state across steps); acts off-policy only.
+    equivalent view masks the largest |log r| until the rest has M₂ ≤ τ_M2. Acts off-policy only.
+
+    Stateless by design (no ``state_dict``): τ is the closed-form solution for the current micro-batch's harmful
+    log-ratios (the reference solves it per micro-batch, from scratch, in ``kpo_clip_harmful_tokens``), not an
+    iterative search, so there is nothing to warm-start; carrying τ (or M₂) across calls would make the trust
+    region lag the batch it constrains — a different method from the card's, whose budget bounds *this* batch's
+    second moment. The per-call M₂, activity and bounds are the metrics ``m2po/M2``, ``m2po/active``,
+    ``m2po/eps_low`` and ``m2po/eps_high``. With the floors (0.3, 0.5) the bounds always contain PPO's
+    [0.8, 1.2]: M2PO never cuts a gradient that ε = 0.2 PPO keeps.
     """
 
     needs_off_policy = True
