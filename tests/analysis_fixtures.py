@@ -22,19 +22,23 @@ WORDS = ["The", "Ġanswer", "Ġis", "Ġ4", "2", ".", "Ċ", "ĠLet", "Ġme", "Ġt
 def make_run(path, *, steps: int = 80, a: float = 0.12, b: float = 0.85, H0: float = 1.6, H_end: float = 0.15,
              tau: float = 20.0, noise: float = 0.01, eval_every: int = 4, samples_every: int = 20,
              n_samples: int = 4, measure_delta_h: bool = True, lr: float = 1e-3, seed: int = 0,
-             drop: Iterable[str] = (), with_samples: bool = True, method: str = "grpo") -> Path:
-    """Write a run directory at ``path``; ``drop`` removes every metric whose key starts with one of its prefixes."""
+             drop: Iterable[str] = (), with_samples: bool = True, method: str = "grpo",
+             cov_negative_steps: Iterable[int] = (), cov_missing_steps: Iterable[int] = ()) -> Path:
+    """Write a run directory at ``path``; ``drop`` removes every metric whose key starts with one of its prefixes.
+    ``cov_negative_steps``: steps whose ``dynamics/cov_mean`` is negated (entropy rising there);
+    ``cov_missing_steps``: steps that log ``dynamics/cov_mean`` as NaN (not measured)."""
     rng = np.random.default_rng(seed)
     out = Path(path)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     t = np.arange(steps + 1, dtype=np.float64)
     H = H_end + (H0 - H_end) * np.exp(-t / tau)
     drop = tuple(drop)
+    neg, missing = set(cov_negative_steps), set(cov_missing_steps)
     recs = []
     for s in range(steps):
         h = float(H[s])
         dH = float(H[s + 1] - H[s])
-        cov = -dH / lr * (1.0 + 0.1 * rng.standard_normal())
+        cov = -dH / lr * (1.0 + 0.1 * rng.standard_normal()) * (-1.0 if s in neg else 1.0)
         r = {
             "step": s, "time/step_s": 1.0 + 0.05 * rng.random(), "lr": lr,
             "reward/accuracy": float(-a * math.exp(h) + b + noise * rng.standard_normal()),
@@ -48,6 +52,8 @@ def make_run(path, *, steps: int = 80, a: float = 0.12, b: float = 0.85, H0: flo
             "kl/ref": 0.001 * s, "update/grad_norm": 0.5 + 0.1 * rng.random(), "perf/tokens_per_s": 900.0,
         }
         r["reward/mean"] = r["reward/accuracy"]
+        if s in missing:
+            r["dynamics/cov_mean"] = float("nan")
         if measure_delta_h:
             r["dynamics/actual_delta_H"] = dH
             r["dynamics/predicted_delta_H"] = dH * (1.0 + 0.05 * rng.standard_normal())

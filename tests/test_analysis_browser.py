@@ -28,6 +28,7 @@ window.addEventListener("load", function () {
   var d = document.createElement("pre");
   d.id = "img-check";
   d.textContent = JSON.stringify({total: imgs.length, bad: bad,
+                                  files: imgs.map(function (i) { return i.getAttribute("data-file"); }),
                                   widths: imgs.map(function (i) { return i.naturalWidth; })});
   document.body.appendChild(d);
 });
@@ -50,7 +51,7 @@ def _chromium(tmp_path, *args, timeout=90):
     return proc.stdout
 
 
-def _images_load(tmp_path, html_path, n_expected):
+def _images_load(tmp_path, html_path, expected):
     page = html_path.read_text(encoding="utf-8")
     probe = html_path.parent / "_browser_check.html"
     probe.write_text(page.replace("</body>", CHECK_SCRIPT + "</body>"), encoding="utf-8")
@@ -59,7 +60,8 @@ def _images_load(tmp_path, html_path, n_expected):
     m = re.search(r'<pre id="img-check">(.*?)</pre>', dom, re.S)
     assert m, "the check script did not run in the browser"
     res = json.loads(m.group(1).replace("&quot;", '"'))
-    assert res["total"] == n_expected and res["bad"] == [], res
+    assert res["total"] == len(expected) and res["bad"] == [], res
+    assert sorted(res["files"]) == sorted(expected), res  # every figure the report wrote, and nothing else
     assert all(w > 200 for w in res["widths"])
 
 
@@ -79,12 +81,13 @@ def _screenshot(tmp_path, html_path, shot):
 
 def test_report_renders_in_chromium(tmp_path):
     rep = analyze_run(make_run(tmp_path / "run"), tmp_path / "out")
-    _images_load(tmp_path, rep.html, len(rep.figures))
+    assert "sample_tokens.png" in rep.figures  # the sample response coloured by entropy, as a PNG
+    _images_load(tmp_path, rep.html, list(rep.figures))
     _screenshot(tmp_path, rep.html, tmp_path / "report.png")
 
 
 def test_compare_renders_in_chromium(tmp_path):
     runs = [make_run(tmp_path / n, seed=i, tau=20.0 + 15 * i) for i, n in enumerate(("a", "b"))]
     rep = compare_runs(runs, tmp_path / "cmp")
-    _images_load(tmp_path, rep.html, len(rep.figures))
+    _images_load(tmp_path, rep.html, list(rep.figures))
     _screenshot(tmp_path, rep.html, tmp_path / "compare.png")

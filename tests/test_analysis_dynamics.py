@@ -1,10 +1,15 @@
-"""The dynamics check: one real SGD policy-gradient step, Lemma-1 prediction vs. exact ΔH per state."""
+"""The dynamics check: one real policy-gradient update (SGD or AdamW; random or verifier advantages), Lemma-1
+prediction vs. exact ΔH per state."""
+
+import itertools
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from entrolab.analysis.dynamics_check import DEFAULT_PROMPTS, _entropy_f64, encode_prompt, verify_dynamics
+from entrolab.analysis.dynamics_check import (DEFAULT_PROMPTS, _entropy_f64, encode_prompt, verify_dynamics,
+                                              verify_dynamics_on_task)
 from entrolab.ops.dynamics import exact_entropy
 from entrolab.train.models import tiny_model
 
@@ -105,12 +110,100 @@ def test_cli_verify_dynamics_on_a_saved_model(tmp_path, tiny, capsys):
     model.save_pretrained(tmp_path / "model")
     tok.save_pretrained(tmp_path / "model")
     run = make_run(tmp_path / "run", steps=12)
+    # the earlier mode: the run's own prompts, random ±1 advantages, one SGD step
     code = main(["analyze", str(run), "--verify-dynamics", "--model", str(tmp_path / "model"), "--lr", "1e-3",
-                 "--n-prompts", "2", "--max-new-tokens", "8"])
+                 "--optimizer", "sgd", "--advantages", "random", "--n-prompts", "2", "--max-new-tokens", "8"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "dynamics check (" in out and "Pearson" in out
+    assert "dynamics check (prompts from run/samples.jsonl;" in out and "one sgd step" in out and "Pearson" in out
     assert (run / "analysis" / "dynamics_check.png").is_file()
+    # the default: a batch of the default task, its verifier's rewards (constant for a random model: say so), AdamW
+    code = main(["analyze", str(run), "--verify-dynamics", "--model", str(tmp_path / "model"), "--n-prompts", "2",
+                 "--max-new-tokens", "8", "--out", str(tmp_path / "a2")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "arithmetic task" in out and "one adamw step, lr 1e-07" in out
+    assert "random±1 (rewards constant in every group) advantages" in out
+    summary = json.loads((tmp_path / "a2" / "summary.json").read_text())
+    assert summary["dynamics_check"]["optimizer"] == "adamw" and summary["dynamics_check"]["mixed_groups"] == 0
+
+
+class _ParityTask:
+    """A stand-in task whose verifier gives mixed rewards even to a random model: 1 when the response holds an odd
+    number of digits. Prompts use the tiny tokenizer's chat template, like a real task's."""
+
+    name = "parity"
+
+    def train_examples(self, start=0):
+        from entrolab.train.tasks import Example
+
+        for i in itertools.count(start):
+            yield Example(id=f"p{i}", prompt=f"{i} + {2 * i}", answer=str(3 * i))
+
+    def format_prompt(self, tokenizer, example):
+        from entrolab.train.tasks import format_prompt
+
+        return format_prompt(tokenizer, example.prompt)
+
+    def score(self, completion, example, format_weight=0.0):
+        r = float(sum(ch.isdigit() for ch in completion) % 2)
+        return r, r > 0
+
+    def describe(self):
+        return {"name": self.name}
+
+
+def test_real_update_from_verifier_rewards(tiny):
+    """The issue's check: a batch of a task's prompts, rewards from its verifier → GRPO group advantages, one AdamW
+    step with a small lr; the per-state Lemma-1 prediction must match the exact change."""
+    model, tok = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kw = dict(n_prompts=3, group_size=4, max_new_tokens=12, seed=0, max_batches=1)
+    rep = verify_dynamics_on_task(model, tok, _ParityTask(), lr=1e-6, **kw)
+    assert rep.advantage_mode == "reward" and rep.optimizer == "adamw"
+    assert rep.mixed_groups >= 1 and 0.0 < rep.reward_mean < 1.0
+    assert rep.source == "parity task, training examples 0–2" and rep.n_prompts == 3 and rep.n_responses == 12
+    assert rep.pearson >= 0.95 and rep.spearman >= 0.95 and rep.rel_error_states < 0.05
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # weights restored
+    # it is an AdamW step: Adam's first step is lr·g/|g| per parameter, far larger than SGD's lr·g on the same
+    # (small) gradient, with the same samples and advantages
+    sgd = verify_dynamics_on_task(model, tok, _ParityTask(), lr=1e-6, optimizer="sgd", **kw)
+    assert sgd.n_states == rep.n_states and sgd.optimizer == "sgd"
+    assert rep.mean_abs_delta_logit > 10 * sgd.mean_abs_delta_logit
+    assert "one adamw step" in rep.describe() and "mixed rewards" in rep.describe()
+
+
+def test_constant_verifier_rewards_fall_back_or_fail(tiny):
+    """A random model never answers the arithmetic task right: 'verifier' refuses, 'auto' falls back to random ±1
+    advantages after max_batches batches and says so."""
+    model, tok = tiny
+    kw = dict(n_prompts=1, group_size=2, max_new_tokens=4, max_batches=2)
+    with pytest.raises(ValueError, match="every group's rewards were equal"):
+        verify_dynamics_on_task(model, tok, advantages="verifier", **kw)
+    rep = verify_dynamics_on_task(model, tok, advantages="auto", **kw)
+    assert rep.advantage_mode == "random±1 (rewards constant in every group)"
+    assert rep.mixed_groups == 0 and rep.reward_mean == 0.0
+    assert rep.source.startswith("arithmetic task (difficulty 3") and rep.source.endswith("examples 1–1")
+    with pytest.raises(ValueError, match="advantages"):
+        verify_dynamics_on_task(model, tok, advantages="bogus", **kw)
+
+
+def test_cli_verify_dynamics_without_a_run(tmp_path, capsys):
+    from entrolab.cli import main
+
+    out_dir = tmp_path / "dc"
+    code = main(["analyze", "--verify-dynamics", "--model", "tiny", "--n-prompts", "2", "--max-new-tokens", "8",
+                 "--out", str(out_dir)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "dynamics check (arithmetic task" in out and "one adamw step" in out
+    data = json.loads((out_dir / "dynamics_check.json").read_text())
+    assert data["n_states"] == len(data["predicted"]) == len(data["actual"]) > 0
+    assert data["optimizer"] == "adamw" and data["lr"] == 1e-7 and data["pearson"] >= 0.95
+    assert (out_dir / "dynamics_check.png").stat().st_size > 1000
+    assert main(["analyze"]) == 2
+    assert "needs a RUN_DIR, or --verify-dynamics" in capsys.readouterr().err
+    assert main(["analyze", "--verify-dynamics", "--model", "tiny", "--lr", "-1"]) == 2
 
 
 @pytest.mark.slow

@@ -9,13 +9,14 @@ import pytest
 
 from analysis_fixtures import make_run
 from entrolab.analysis.dynamics_check import DynamicsReport
-from entrolab.analysis.report import analyze_run, compare_runs, sample_html
+from entrolab.analysis.report import (_layout_tokens, analyze_run, compare_runs, sample_html,
+                                      sample_tokens_figure)
 from entrolab.analysis.run import RunDirError, load_run
 from entrolab.cli import main
 from entrolab.knobs.base import ConfigError
 
 FULL_FIGURES = {"entropy_reward.png", "law.png", "forecast.png", "dynamics.png", "cov_tails.png",
-                "entropy_hist.png", "health.png"}
+                "entropy_hist.png", "health.png", "sample_tokens.png"}
 
 
 def _check_png(path):
@@ -203,3 +204,92 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main(["compare", str(run), str(tmp_path / "missing")]) == 2
     assert main(["analyze", str(run), "--verify-dynamics", "--model", str(tmp_path / "no-model")]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+# --- the covariance theorem's second claim: the covariance stays positive ------------------------------------------
+
+
+def _cov_values(run_dir):
+    vals = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        v = json.loads(line).get("dynamics/cov_mean")
+        if isinstance(v, float) and np.isfinite(v):
+            vals.append(v)
+    return np.asarray(vals)
+
+
+def test_report_states_how_often_the_covariance_is_positive(tmp_path):
+    run = make_run(tmp_path / "r", steps=20, cov_negative_steps=(3, 7, 11), cov_missing_steps=(5, 9))
+    rep = analyze_run(run, tmp_path / "out")
+    cp = json.loads((rep.out_dir / "summary.json").read_text())["cov_positive"]
+    vals = _cov_values(run)
+    assert vals.size == 18  # the two NaN steps are not measurements
+    assert cp["key"] == "dynamics/cov_mean" and cp["n"] == 18
+    assert cp["fraction_positive"] == pytest.approx(15 / 18)  # 3 negated of 18 measured
+    assert cp["mean"] == pytest.approx(float(vals.mean()))
+    text = rep.html.read_text()
+    assert "<td>steps with dynamics/cov_mean &gt; 0 (of 18)</td><td>83.3%</td>" in text
+    assert f"<td>mean dynamics/cov_mean</td><td>{cp['mean']:.4g}</td>" in text
+    # an all-positive run (the fixture's default) is 100 %; a run without the metric says so
+    assert analyze_run(make_run(tmp_path / "p", steps=10), tmp_path / "o2").summary["cov_positive"][
+        "fraction_positive"] == 1.0
+    bare = analyze_run(make_run(tmp_path / "b", steps=10, drop=("dynamics/",)), tmp_path / "o3")
+    assert bare.summary["cov_positive"] is None and "– (not logged)" in bare.html.read_text()
+
+
+def test_compare_tabulates_the_covariance_sign(tmp_path):
+    runs = [make_run(tmp_path / "pos", steps=20, seed=0),
+            make_run(tmp_path / "mixed", steps=20, seed=1, cov_negative_steps=range(0, 20, 4)),
+            make_run(tmp_path / "none", steps=20, seed=2, drop=("dynamics/",))]
+    rep = compare_runs(runs, tmp_path / "cmp")
+    rows = {r["run"]: r for r in json.loads((tmp_path / "cmp" / "compare.json").read_text())["runs"]}
+    assert rows["pos"]["cov_positive_frac"] == 1.0
+    assert rows["mixed"]["cov_positive_frac"] == pytest.approx(15 / 20)
+    assert rows["mixed"]["cov_mean"] == pytest.approx(float(_cov_values(runs[1]).mean()))
+    assert rows["none"]["cov_positive_frac"] is None and rows["none"]["cov_mean"] is None
+    text = rep.html.read_text()
+    assert "<th>steps with cov &gt; 0</th><th>mean cov</th>" in text
+    assert "<td>100.0%</td>" in text and "<td>75.0%</td>" in text
+
+
+# --- the sample response as a PNG, tokens coloured by entropy --------------------------------------------------------
+
+RED = np.array([220, 40, 30])
+
+
+def _red_pixels(path, crop_bottom=60):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    rgb = rgb[:-crop_bottom]  # leave out the colour bar at the bottom
+    return int((np.abs(rgb - RED).sum(-1) < 30).sum())
+
+
+def test_sample_png_colours_the_forking_tokens(tmp_path):
+    toks = ["The", "Ġanswer", "Ġis", "Ġ4", "2", ".", "Ċ", "\\boxed{", "42", "}"]
+    calm = {"step": 0, "tokens": toks, "entropy": [0.0] * len(toks), "reward": 1.0, "correct": True}
+    fork = {**calm, "step": 5, "entropy": [0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]}  # "Ġ4" forks
+    f_calm = sample_tokens_figure([calm], tmp_path, scale=2.0, name="calm.png")
+    f_fork = sample_tokens_figure([fork], tmp_path, scale=2.0, name="fork.png")
+    _check_png(f_fork.path)
+    assert f_fork.name == "fork.png" and f_fork.title == "Sample responses, tokens coloured by entropy"
+    assert _red_pixels(f_calm.path) == 0  # entropy 0 everywhere: white backgrounds, no red
+    assert _red_pixels(f_fork.path) > 60  # the one token at the top of the scale is drawn on red
+
+
+def test_token_layout_wraps_and_breaks_lines():
+    cells, n_lines = _layout_tokens(["ab", "c\nd", "x" * 12, "\ty"], cols=5)
+    assert cells == [(0, 0, "ab", 0), (0, 2, "c↵", 1), (1, 0, "d", 1), (2, 0, "xxxxx", 2), (3, 0, "xxxxx", 2),
+                     (4, 0, "xx", 2), (4, 2, " y", 3)]
+    assert n_lines == 5
+
+
+def test_report_includes_the_sample_png(tmp_path):
+    rep = analyze_run(make_run(tmp_path / "r", steps=30), tmp_path / "out")
+    assert "sample_tokens.png" in rep.figures
+    _check_png(rep.figures["sample_tokens.png"])
+    assert _red_pixels(rep.figures["sample_tokens.png"]) > 0  # the fixture's samples have high-entropy tokens
+    text = _check_html(rep.html, rep.figures)
+    assert '<figure id="fig-sample_tokens">' in text and "forking" in text
+    assert "sample_tokens.png" in json.loads((rep.out_dir / "summary.json").read_text())["figures"]

@@ -102,6 +102,33 @@ def test_eat_in_nats_and_budget_exit():
         EAT(alpha=0.0)
 
 
+def test_eat_probes_with_the_method_card_suffix():
+    """Card §3.4: at each boundary append "\\n</think>\\n" (uncommitted) and read the next-token entropy there.
+    The fake answers with a 2-bit distribution only right after exactly that suffix (0 bits after anything else)."""
+    tok = CharTokenizer()
+    sep, think, nl2, nl, a = (tok.tok(s) for s in ("<sep>", "</think>", "\n\n", "\n", "a"))
+    V = len(tok)
+
+    def script(hist):
+        g = after_sep(hist, sep)
+        if g[-3:] == [nl, think, nl]:
+            return uniform(V, [tok.tok(c) for c in "wxyz"])  # 2 bits
+        if think in g:
+            return peaked(V, tok.eos_token_id)
+        return peaked(V, nl2 if len(g) % 3 == 2 else a)
+
+    eat = EAT(alpha=0.5, delta=0.2, min_distance=1, answer_tokens=4, max_new_tokens=40, temperature=1.0, top_p=1.0)
+    assert eat.probe_suffix == "\n</think>\n"  # the card's marker, not "</think>\n\n"
+    res = eat.run(ScriptedLM(script, V, tok.eos_token_id), tok, ["q"], generator=_gen(0), answer_fn=lambda t: None,
+                  **IDENTITY)[0]
+    info = res.info
+    assert info["eat_values"] == pytest.approx([2.0, 2.0], abs=1e-4)  # read after the card's suffix
+    assert info["exit_reason"] == "eat" and info["exit_boundary"] == 1  # constant EAT: v_1 = 0 < δ at n = 1
+    assert info["boundary_positions"] == [3, 6]  # probed after 'a a \n\n' and the next three tokens
+    assert info["probe_tokens"] == 3 * info["boundaries"] == 6  # "\n", "</think>", "\n" per probe
+    assert not any(t == think for t in res.chosen.token_ids[:6])  # the probes were never committed
+
+
 # --- DTS --------------------------------------------------------------------------------------------------------------
 
 

@@ -2,8 +2,9 @@
 
 - :mod:`.law` — the entropy–performance law R = −a·exp(H) + b: exact least-squares fit with standard errors, the
   ceiling −a + b, the paper's forecast from the first 15 % of points, and the fit from a run directory.
-- :mod:`.dynamics_check` — one real SGD policy-gradient step on a Hugging Face LM; per-state Lemma-1 prediction
-  −Cov_π(log π, Δz) against the exact entropy change.
+- :mod:`.dynamics_check` — one real policy-gradient update on a Hugging Face LM (a task's prompts, its verifier's
+  rewards, group advantages, one AdamW or SGD step); per-state Lemma-1 prediction −Cov_π(log π, Δz) against the exact
+  entropy change.
 - :mod:`.report` — PNG figures and a self-contained ``report.html`` per run; ``compare.html`` across runs.
 - :mod:`.run` — reading a run directory (``metrics.jsonl``, ``samples.jsonl``, ``config.yaml``).
 - :mod:`.cli` — ``entrolab analyze`` and ``entrolab compare``.
@@ -17,8 +18,10 @@ from .run import Run, RunDirError, load_run
 from .stats import pearson, spearman
 
 _LAZY = {
-    "analyze_run": "report", "compare_runs": "report", "Report": "report",
-    "verify_dynamics": "dynamics_check", "DynamicsReport": "dynamics_check",
+    "analyze_run": "report", "compare_runs": "report", "Report": "report", "write_dynamics_check": "report",
+    "cov_positive": "report", "sample_tokens_figure": "report",
+    "verify_dynamics": "dynamics_check", "verify_dynamics_on_task": "dynamics_check",
+    "DynamicsReport": "dynamics_check",
 }
 
 __all__ = ["LawFit", "Forecast", "RunLaw", "fit_law", "forecast", "law_from_run", "Run", "RunDirError", "load_run",

@@ -9,9 +9,10 @@ but the lemma needs nothing about *how* Δz arose, only that it is small. :func:
 
 1. sample ``group_size`` responses per prompt from π = softmax(z/T) over the full vocabulary (no top-k/top-p), all
    prompts in one left-padded batch with a KV cache, with an explicit ``torch.Generator`` (reproducible);
-2. take ONE plain on-policy policy-gradient step with ``torch.optim.SGD(lr)`` on
-   loss = −(1/N) Σ_{i,t} A_i·log π(o_{i,t}) over the N valid response tokens (token-mean; the ratio is 1 on-policy,
-   so the PPO surrogate and its clip are inactive and add nothing here);
+2. take ONE on-policy policy-gradient step on loss = −(1/N) Σ_{i,t} A_i·log π(o_{i,t}) over the N valid response
+   tokens (token-mean; the ratio is 1 on-policy, so the PPO surrogate and its clip are inactive and add nothing
+   here) with ``optimizer="sgd"`` (plain SGD, Δθ = −lr·g) or ``"adamw"`` (the trainer's optimizer, fresh state,
+   weight decay 0: its first step is Δθ ≈ −lr·g/|g| per parameter, a sign step);
 3. for every state s (each response-token position, prompt and earlier tokens as context), compare the
    first-order prediction −Cov_π(log π, Δz) with Δz = z_after − z_before over the full vocabulary on the same
    inputs, against the exact change H_after − H_before.
@@ -19,7 +20,9 @@ but the lemma needs nothing about *how* Δz arose, only that it is small. :func:
 Advantages. Without ``reward_fn`` each response gets a random advantage ±1 drawn from the seed, balanced within its
 group (half +1, half −1: what GRPO's group normalisation gives binary rewards), so the check needs no task or
 verifier and always has a non-zero gradient. With ``reward_fn(prompt, response_text) -> float`` the advantages are
-GRPO's group-normalised rewards (R − mean_G R) / (std_G R + 1e-6).
+GRPO's group-normalised rewards (R − mean_G R) / (std_G R + 1e-6). :func:`verify_dynamics_on_task` is the "real
+update": a batch of the task's prompts (default: the trainer's default task), rewards from its verifier, group
+advantages, one AdamW step.
 
 Memory stays bounded for large vocabularies: the step keeps only the last hidden states of the N states and a copy
 of the output-embedding (LM-head) module; logits are rebuilt ``chunk_tokens`` states at a time, so no (N, V) tensor is
@@ -79,13 +82,21 @@ class DynamicsReport:
     elapsed_s: float
     predicted: np.ndarray = field(repr=False)  # (n_states,) −Cov_π(log π, Δz)
     actual: np.ndarray = field(repr=False)  # (n_states,) H_after − H_before
+    optimizer: str = "sgd"  # "sgd" or "adamw"
+    reward_mean: Optional[float] = None  # mean reward of the sampled responses (reward advantages only)
+    mixed_groups: Optional[int] = None  # groups whose rewards were not all equal (reward advantages only)
+    source: str = ""  # where the batch came from (e.g. "arithmetic task, train examples 0-7")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not isinstance(v, np.ndarray)}
 
     def describe(self) -> str:
-        return (f"dynamics check ({self.n_states} states, {self.n_responses} responses, lr {self.lr:g}, "
-                f"{self.advantage_mode} advantages): Pearson {self.pearson:.4f}, Spearman {self.spearman:.4f}, "
+        rewards = ("" if self.reward_mean is None else f", mean reward {self.reward_mean:.3g}, "
+                   f"{self.mixed_groups}/{self.n_prompts} groups with mixed rewards")
+        src = f"{self.source}; " if self.source else ""
+        return (f"dynamics check ({src}{self.n_states} states, {self.n_responses} responses, one {self.optimizer} "
+                f"step, lr {self.lr:g}, {self.advantage_mode} advantages{rewards}): "
+                f"Pearson {self.pearson:.4f}, Spearman {self.spearman:.4f}, "
                 f"ΣΔH predicted {self.predicted_sum:.4g} vs exact {self.actual_sum:.4g} "
                 f"(relative error {self.rel_error_sum:.2%}; per state Σ|error|/Σ|ΔH| {self.rel_error_states:.2%}); "
                 f"mean |Δz| {self.mean_abs_delta_logit:.3g}")
@@ -129,7 +140,10 @@ def encode_prompt(tokenizer, prompt: str, chat_template: Optional[bool] = None) 
                                              add_generation_prompt=True)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     else:
-        ids = tokenizer(prompt)["input_ids"]
+        bos = getattr(tokenizer, "bos_token", None)
+        # a prompt rendered beforehand (e.g. by a task's chat template) already holds its BOS: add none again
+        ids = tokenizer(prompt, add_special_tokens=not (isinstance(bos, str) and bos and prompt.startswith(bos)))[
+            "input_ids"]
     if not ids:
         raise ValueError(f"prompt {prompt!r} encodes to no tokens")
     return list(ids)
@@ -206,16 +220,22 @@ def _states(decoder, seqs: torch.Tensor, p_len: int, r_len: int) -> torch.Tensor
     return h[:, p_len - 1: p_len - 1 + r_len]
 
 
-def _advantages(groups, reward_fn, tokenizer, gen: torch.Generator) -> tuple[list[torch.Tensor], str]:
+def _random_advantages(groups, gen: torch.Generator) -> list[torch.Tensor]:
     advs = []
+    for g in groups:
+        n = g["mask"].shape[0]
+        signs = torch.tensor([1.0] * (n // 2) + [-1.0] * (n - n // 2))
+        if n == 1:
+            signs = torch.tensor([1.0 if torch.rand((), generator=gen) < 0.5 else -1.0])
+        advs.append(signs[torch.randperm(n, generator=gen)])
+    return advs
+
+
+def _advantages(groups, reward_fn, tokenizer, gen: torch.Generator, on_constant_rewards: str = "error"):
+    """(advantages per group, mode, reward stats). Reward advantages are GRPO's group-normalised rewards."""
     if reward_fn is None:
-        for g in groups:
-            n = g["mask"].shape[0]
-            signs = torch.tensor([1.0] * (n // 2) + [-1.0] * (n - n // 2))
-            if n == 1:
-                signs = torch.tensor([1.0 if torch.rand((), generator=gen) < 0.5 else -1.0])
-            advs.append(signs[torch.randperm(n, generator=gen)])
-        return advs, "random±1"
+        return _random_advantages(groups, gen), "random±1", {}
+    advs, all_r = [], []
     for g in groups:
         texts = []
         p_len = g["p_len"]
@@ -223,11 +243,16 @@ def _advantages(groups, reward_fn, tokenizer, gen: torch.Generator) -> tuple[lis
             n_tok = int(m.sum())
             texts.append(tokenizer.decode(row[p_len: p_len + n_tok].tolist(), skip_special_tokens=True))
         r = torch.tensor([float(reward_fn(g["prompt"], t)) for t in texts])
+        all_r.append(r)
         advs.append((r - r.mean()) / (r.std(unbiased=False) + 1e-6))
-    if all(float(a.abs().sum()) == 0.0 for a in advs):
+    mixed = sum(int(float(a.abs().sum()) > 0.0) for a in advs)
+    stats = {"reward_mean": float(torch.cat(all_r).mean()), "mixed_groups": mixed}
+    if mixed == 0:
+        if on_constant_rewards == "random":
+            return _random_advantages(groups, gen), "random±1 (rewards constant in every group)", stats
         raise ValueError("every group's rewards are equal, so all advantages are 0 and the step does nothing; "
                          "use more prompts / a larger group_size, or reward_fn=None for random ±1 advantages")
-    return advs, "reward"
+    return advs, "reward", stats
 
 
 def verify_dynamics(
@@ -244,16 +269,26 @@ def verify_dynamics(
     chunk_tokens: int = 64,
     chat_template: Optional[bool] = None,
     restore: bool = True,
+    optimizer: str = "sgd",
+    on_constant_rewards: str = "error",
+    source: str = "",
 ) -> DynamicsReport:
-    """One real SGD policy-gradient step on ``model``; per-state −Cov_π(log π, Δz) vs. exact ΔH (2505.22617 Lemma 1).
+    """One real policy-gradient step on ``model``; per-state −Cov_π(log π, Δz) vs. exact ΔH (2505.22617 Lemma 1).
 
     ``prompts`` default to :data:`DEFAULT_PROMPTS`; each gets ``group_size`` sampled responses of at most
-    ``max_new_tokens`` tokens. ``lr`` is the plain-SGD step size: Lemma 1 is first order, so the agreement improves
-    as lr → 0 until float32 rounding of Δz dominates (see docs/analysis.md for measured values). ``restore`` puts
-    the original weights back afterwards (it keeps one copy of the trainable parameters meanwhile).
+    ``max_new_tokens`` tokens. ``optimizer`` is ``"sgd"`` or ``"adamw"`` (fresh state, weight decay 0) and ``lr``
+    its step size: Lemma 1 is first order, so the agreement improves as lr → 0 until float32 rounding of Δz
+    dominates (see docs/analysis.md for measured values). ``on_constant_rewards``: with ``reward_fn``, what to do
+    when every group's rewards are equal (all advantages 0): ``"error"`` (ValueError) or ``"random"`` (random ±1
+    advantages, stated in ``advantage_mode``). ``restore`` puts the original weights back afterwards (it keeps one
+    copy of the trainable parameters meanwhile). ``source`` is a free-text label of the batch for the report.
     """
     if lr <= 0 or not math.isfinite(lr):
         raise ValueError(f"lr must be a positive number, got {lr}")
+    if optimizer not in ("sgd", "adamw"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+    if on_constant_rewards not in ("error", "random"):
+        raise ValueError(f"on_constant_rewards must be 'error' or 'random', got {on_constant_rewards!r}")
     if group_size < 1 or max_new_tokens < 1 or chunk_tokens < 1:
         raise ValueError("group_size, max_new_tokens and chunk_tokens must be >= 1")
     if temperature <= 0:
@@ -286,13 +321,14 @@ def verify_dynamics(
             if not torch.allclose(full.float(), rebuilt.float(), atol=1e-3, rtol=1e-3):
                 raise ValueError(f"{type(model).__name__}: its logits are not output_embeddings(last hidden "
                                  "state) (a logit soft-cap or scale?); verify_dynamics cannot rebuild them in chunks")
-        advs, adv_mode = _advantages(groups, reward_fn, tokenizer, gen)
+        advs, adv_mode, reward_stats = _advantages(groups, reward_fn, tokenizer, gen, on_constant_rewards)
         n_total = int(sum(float(g["mask"].sum()) for g in groups))
         if n_total == 0:
             raise ValueError("no response tokens were sampled")
 
         head_before = copy.deepcopy(head).requires_grad_(False)
-        opt = torch.optim.SGD(params, lr=lr)
+        opt = (torch.optim.SGD(params, lr=lr) if optimizer == "sgd"
+               else torch.optim.AdamW(params, lr=lr, weight_decay=0.0))
         opt.zero_grad(set_to_none=True)
         h_before, loss_total = [], 0.0
         for g, adv in zip(groups, advs):
@@ -308,6 +344,7 @@ def verify_dynamics(
         grad_norm = math.sqrt(sum(float(p.grad.float().pow(2).sum()) for p in params if p.grad is not None))
         opt.step()
         opt.zero_grad(set_to_none=True)
+        del opt  # AdamW keeps two moments per parameter: free them before the after-step forwards
 
         pred, act, dz_abs_sum, dz_abs_max, h0 = [], [], 0.0, 0.0, []
         with torch.no_grad():
@@ -345,5 +382,73 @@ def verify_dynamics(
         sign_agreement=float((np.sign(predicted[nz]) == np.sign(actual[nz])).mean()) if nz.any() else float("nan"),
         mean_abs_delta_logit=dz_abs_sum / (predicted.size * vocab), max_abs_delta_logit=dz_abs_max,
         grad_norm=grad_norm, loss=loss_total, mean_entropy_before=float(torch.cat(h0).mean()),
-        elapsed_s=time.perf_counter() - t0, predicted=predicted, actual=actual,
+        elapsed_s=time.perf_counter() - t0, predicted=predicted, actual=actual, optimizer=optimizer,
+        reward_mean=reward_stats.get("reward_mean"), mixed_groups=reward_stats.get("mixed_groups"), source=source,
     )
+
+
+def verify_dynamics_on_task(
+    model,
+    tokenizer,
+    task=None,
+    *,
+    n_prompts: int = 4,
+    group_size: int = 4,
+    max_new_tokens: Optional[int] = None,
+    lr: float = 1e-7,
+    optimizer: str = "adamw",
+    advantages: str = "auto",
+    max_batches: int = 3,
+    seed: int = 0,
+    temperature: float = 1.0,
+    chunk_tokens: int = 64,
+) -> DynamicsReport:
+    """The dynamics check on a real update: a batch of ``task``'s prompts, rewards from its verifier, GRPO group
+    advantages, one ``optimizer`` step of size ``lr``.
+
+    ``task`` is an :class:`entrolab.train.tasks.Task` (default: the trainer's default task, ``build_task()``).
+    Prompts are the first ``n_prompts`` of its training stream, rendered with the task's own prompt
+    (``task.format_prompt``: the chat template, system prompt and few-shot turns the trainer uses); each gets
+    ``group_size`` responses of at most ``max_new_tokens`` tokens (default: the task's calibrated length) sampled at
+    ``temperature``; the reward of a response is ``task.score(response, example)[0]``.
+
+    A batch in which every group's rewards are equal gives no gradient; the next ``n_prompts`` examples are drawn
+    instead, up to ``max_batches`` batches. ``advantages``: ``"verifier"`` (error when no batch had mixed rewards),
+    ``"auto"`` (then fall back to random ±1 advantages on the last batch, e.g. for a random model that never
+    answers right; ``advantage_mode`` says so), or ``"random"`` (random ±1 from the start, on the task's prompts).
+    """
+    from ..train.tasks import DEFAULT_MAX_NEW_TOKENS, build_task
+
+    if advantages not in ("auto", "verifier", "random"):
+        raise ValueError(f"advantages must be 'auto', 'verifier' or 'random', got {advantages!r}")
+    if n_prompts < 1 or max_batches < 1:
+        raise ValueError("n_prompts and max_batches must be >= 1")
+    task = build_task() if task is None else task
+    max_new_tokens = DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
+    stream = task.train_examples()
+    desc = task.describe() if hasattr(task, "describe") else {"name": getattr(task, "name", type(task).__name__)}
+    label = ", ".join(f"{k} {desc[k]}" for k in ("difficulty", "seed") if isinstance(desc.get(k), int))
+    name = f"{desc.get('name', 'task')} task" + (f" ({label})" if label else "")
+    last_err: Optional[ValueError] = None
+    for b in range(1 if advantages == "random" else max_batches):
+        examples = [next(stream) for _ in range(n_prompts)]
+        prompts = [task.format_prompt(tokenizer, ex) for ex in examples]
+        by_prompt = dict(zip(prompts, examples))
+        src = f"{name}, training examples {b * n_prompts}–{(b + 1) * n_prompts - 1}"
+
+        def reward(prompt: str, response: str) -> float:
+            return float(task.score(response, by_prompt[prompt])[0])
+
+        last = b == max_batches - 1
+        try:
+            return verify_dynamics(
+                model, tokenizer, prompts, lr=lr, max_new_tokens=max_new_tokens, group_size=group_size, seed=seed,
+                temperature=temperature, reward_fn=None if advantages == "random" else reward,
+                chunk_tokens=chunk_tokens, chat_template=False, optimizer=optimizer,
+                on_constant_rewards="random" if (advantages == "auto" and last) else "error", source=src)
+        except ValueError as e:
+            if "advantages are 0" not in str(e):
+                raise
+            last_err = e
+    raise ValueError(f"{name}: in {max_batches} batches of {n_prompts} prompts × {group_size} responses every "
+                     f"group's rewards were equal ({last_err}); use advantages='auto' or 'random'")

@@ -267,10 +267,30 @@ def _fig_dynamics_check(report, out: Path, summary: dict):
     ax.set_title(f"Pearson {report.pearson:.4f}, Spearman {report.spearman:.4f}\n"
                  f"relative error of ΣΔH {report.rel_error_sum:.2%}, per state {report.rel_error_states:.2%}",
                  fontsize=10)
-    return _save(fig, out, "dynamics_check.png", "Dynamics check on the model (one SGD policy-gradient step)",
-                 f"{report.n_states} states from {report.n_responses} sampled responses; lr {report.lr:g}, "
-                 f"{report.advantage_mode} advantages; mean |Δz| {report.mean_abs_delta_logit:.3g}. Lemma 1 of "
-                 "2505.22617 predicts each state's entropy change from the logit change.")
+    optimizer = getattr(report, "optimizer", "sgd")
+    source = getattr(report, "source", "")
+    rewards = ("" if getattr(report, "reward_mean", None) is None else
+               f", mean reward {report.reward_mean:.3g}, {report.mixed_groups} of {report.n_prompts} groups with "
+               "mixed rewards")
+    return _save(fig, out, "dynamics_check.png",
+                 f"Dynamics check on the model (one {optimizer} policy-gradient step)",
+                 f"{report.n_states} states from {report.n_responses} sampled responses"
+                 f"{' (' + source + ')' if source else ''}; lr {report.lr:g}, {report.advantage_mode} advantages"
+                 f"{rewards}; mean |Δz| {report.mean_abs_delta_logit:.3g}. Lemma 1 of 2505.22617 predicts each "
+                 "state's entropy change from the logit change.")
+
+
+def write_dynamics_check(report, out_dir: PathLike) -> dict[str, Path]:
+    """Write ``dynamics_check.png`` and ``dynamics_check.json`` (the report's numbers and the per-state predicted
+    and exact ΔH) for a :class:`~entrolab.analysis.dynamics_check.DynamicsReport`, without a run directory."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {}
+    fig = _fig_dynamics_check(report, out, summary)
+    data = {**summary["dynamics_check"], "predicted": report.predicted.tolist(), "actual": report.actual.tolist()}
+    jpath = out / "dynamics_check.json"
+    jpath.write_text(json.dumps(_json_safe(data), indent=2), encoding="utf-8")
+    return {"png": fig.path, "json": jpath}
 
 
 def _fig_cov_tails(run: Run, out: Path):
@@ -289,6 +309,15 @@ def _fig_cov_tails(run: Run, out: Path):
     return _save(fig, out, "cov_tails.png", "Covariance tails over training",
                  "Mean of the top 0.02 % / 0.2 % / 2 % / 20 % of per-token centred covariances "
                  "(log π − mean)(A − mean) (2505.22617 Eq. 10, Table 1), and the mean over all tokens.")
+
+
+def cov_positive(run: Run, key: str = "dynamics/cov_mean") -> Optional[dict[str, Any]]:
+    """The covariance theorem's second claim (2505.22617 §3: the covariance term stays positive, so entropy keeps
+    falling): over the steps that log ``key``, the fraction with a value > 0 and the mean. None when not logged."""
+    _, v = run.series(key)
+    if not v.size:
+        return None
+    return {"key": key, "n": int(v.size), "fraction_positive": float(np.mean(v > 0)), "mean": float(v.mean())}
 
 
 def _sample_steps(run: Run) -> list[float]:
@@ -389,6 +418,104 @@ def _pick_samples(run: Run) -> list[dict]:
     return chosen
 
 
+SAMPLE_PNG_MAX_TOKENS = 400  # tokens drawn per sample in sample_tokens.png (the HTML spans show all)
+
+
+def _rgb01(x: float) -> tuple[float, float, float]:
+    r, g, b = (int(c) for c in _colour(x)[4:-1].split(","))
+    return r / 255.0, g / 255.0, b / 255.0
+
+
+def _png_token_text(tok: str) -> str:
+    """A token as drawn in the PNG: tabs as spaces, other control characters as '·' (newlines handled apart)."""
+    return "".join(" " if ch == "\t" else ch if ch.isprintable() else "·" for ch in tok)
+
+
+def _layout_tokens(tokens: Sequence[str], cols: int) -> tuple[list[tuple[int, int, str, int]], int]:
+    """Place tokens on a character grid ``cols`` wide: [(line, col, text, token index)], number of lines.
+
+    A token longer than the remaining room wraps (and is split if longer than a line); a newline inside a token is
+    drawn as '↵' in that token's colour, and the text continues on the next line."""
+    cells: list[tuple[int, int, str, int]] = []
+    line = col = 0
+    for i, tok in enumerate(tokens):
+        parts = tok.split("\n")
+        for j, part in enumerate(parts):
+            text = _png_token_text(part) + ("↵" if j < len(parts) - 1 else "")
+            while text:
+                if col + len(text) > cols and col > 0:
+                    line, col = line + 1, 0
+                piece, text = text[:cols], text[cols:]
+                cells.append((line, col, piece, i))
+                col += len(piece)
+            if j < len(parts) - 1:
+                line, col = line + 1, 0
+    return cells, line + 1
+
+
+def sample_tokens_figure(samples: Sequence[dict], out: Path, scale: Optional[float] = None,
+                         name: str = "sample_tokens.png", max_tokens: int = SAMPLE_PNG_MAX_TOKENS):
+    """Draw sample responses as text with each token's background coloured by its entropy (white → amber → red at
+    ``scale`` nats, as in the HTML), the high-entropy 'forking' tokens standing out; writes ``name`` into ``out``."""
+    import warnings
+
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import LinearSegmentedColormap, Normalize
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.patches import Rectangle
+    from matplotlib.textpath import TextToPath
+
+    ents = [[float(e) if isinstance(e, (int, float)) and math.isfinite(e) else 0.0 for e in s["entropy"]]
+            for s in samples]
+    flat = [e for es in ents for e in es]
+    scale = scale or max(1e-6, float(np.percentile(flat, 99)) if flat else 1.0)
+    fs, cols = 9.0, 110
+    font = FontProperties(family="monospace", size=fs)
+    char_w = TextToPath().get_text_width_height_descent("M" * 100, font, ismath=False)[0] / 100.0
+    line_h = fs * 1.55
+    blocks, n_rows = [], 0
+    for smp, es in zip(samples, ents):
+        toks = _display_tokens(smp["tokens"])[:max_tokens]
+        cells, n_lines = _layout_tokens(toks, cols)
+        head = (f"step {_fmt(smp.get('step'))} · reward {_fmt(smp.get('reward'))} · correct "
+                f"{_fmt(smp.get('correct'))} · {len(es)} tokens, mean entropy {np.mean(es) if es else 0:.3f} nats, "
+                f"max {max(es) if es else 0:.3f}")
+        if len(smp["tokens"]) > max_tokens:
+            head += f" · first {max_tokens} tokens shown"
+        blocks.append((n_rows, head, cells, es))
+        n_rows += 1 + n_lines + 1  # header, tokens, a blank line
+    margin = 14.0  # points
+    width_pt, height_pt = cols * char_w + 2 * margin, n_rows * line_h + 2 * margin + 30.0
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_pt / 72.0, height_pt / 72.0), dpi=110)
+    ax = fig.add_axes((margin / width_pt, (margin + 30.0) / height_pt, cols * char_w / width_pt,
+                       n_rows * line_h / height_pt))
+    ax.set_xlim(0, cols)
+    ax.set_ylim(n_rows, 0)
+    ax.set_axis_off()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # glyphs missing from the font are drawn as boxes, not errors
+        for row0, head, cells, es in blocks:
+            ax.text(0, row0 + 0.5, head, fontsize=fs, fontweight="bold", va="center", ha="left", parse_math=False)
+            for line, col, piece, i in cells:
+                e = es[i] if i < len(es) else 0.0
+                ax.add_patch(Rectangle((col, row0 + 1 + line + 0.05), len(piece), 0.9, facecolor=_rgb01(e / scale),
+                                       edgecolor="none"))
+                ax.text(col, row0 + 1 + line + 0.5, piece, fontproperties=font, va="center", ha="left",
+                        parse_math=False)
+    cmap = LinearSegmentedColormap.from_list("entropy", [_rgb01(0.0), _rgb01(0.5), _rgb01(1.0)])
+    cax = fig.add_axes((margin / width_pt, 22.0 / height_pt, 0.3, 10.0 / height_pt))
+    cb = fig.colorbar(ScalarMappable(Normalize(0.0, scale), cmap), cax=cax, orientation="horizontal")
+    cb.ax.tick_params(labelsize=7)
+    cax.text(1.02, 0.5, "token entropy (nats; red ≥ the top of the scale)", transform=cax.transAxes, va="center",
+             ha="left", fontsize=8)
+    return _save(fig, out, name, "Sample responses, tokens coloured by entropy",
+                 "Each token's background is its entropy under the policy when it was sampled (white 0, red ≥ "
+                 f"{scale:.2f} nats, the 99th percentile over the shown samples): the few red tokens are the "
+                 "high-entropy 'forking' tokens where the response could branch. ↵ marks a newline token.")
+
+
 def sample_html(sample: dict, scale: Optional[float] = None) -> str:
     """One response as HTML spans, each token's background coloured by its entropy (tooltip: the value)."""
     ent = [float(e) if isinstance(e, (int, float)) and math.isfinite(e) else 0.0 for e in sample["entropy"]]
@@ -445,6 +572,7 @@ def analyze_run(run_dir: PathLike, out_dir: Optional[PathLike] = None, *, fit_fr
         summary[f"final {k}"] = run.last(k)
     s_h, h = run.series("entropy/mean")
     summary["entropy_area"] = _trapezoid(s_h, h) if s_h.size else None
+    summary["cov_positive"] = cov_positive(run)
 
     sections: list[tuple[str, Any]] = [
         ("Entropy and reward", _fig_entropy_reward(run, out)),
@@ -463,8 +591,15 @@ def analyze_run(run_dir: PathLike, out_dir: Optional[PathLike] = None, *, fit_fr
     notes = [f for _, f in sections if isinstance(f, str)]
 
     samples = _pick_samples(run)
+    sample_scale = None
     if not samples:
         notes.append("sample responses skipped: samples.jsonl is missing or has no tokens with per-token entropies")
+    else:
+        all_e = [float(e) for s in samples for e in s["entropy"] if isinstance(e, (int, float)) and math.isfinite(e)]
+        sample_scale = max(1e-6, float(np.percentile(all_e, 99))) if all_e else 1.0
+        fig = sample_tokens_figure(samples, out, sample_scale)
+        sections.append(("Sample responses, tokens coloured by entropy", fig))
+        figures[fig.name] = fig.path
 
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     body = [f"<h1>entrolab run report: {html.escape(run.name)}</h1>",
@@ -483,6 +618,12 @@ def analyze_run(run_dir: PathLike, out_dir: Optional[PathLike] = None, *, fit_fr
     if "forecast" in summary:
         rows += [["forecast RMSE", summary["forecast"]["rmse"]],
                  ["forecast final-step error", summary["forecast"]["final_error"]]]
+    cp = summary["cov_positive"]
+    if cp:
+        rows += [[f"steps with {cp['key']} > 0 (of {cp['n']})", f"{cp['fraction_positive']:.1%}"],
+                 [f"mean {cp['key']}", cp["mean"]]]
+    else:
+        rows += [["steps with dynamics/cov_mean > 0", "– (not logged)"]]
     body.append(_table(["quantity", "value"], rows))
     if notes:
         body.append("<h2>Notes</h2>" + "".join(f'<div class="note">{html.escape(n)}</div>' for n in notes))
@@ -490,12 +631,9 @@ def analyze_run(run_dir: PathLike, out_dir: Optional[PathLike] = None, *, fit_fr
         if isinstance(f, _Fig):
             body.append(f"<h2>{html.escape(title)}</h2>{_figure_html(f)}")
     if samples:
-        all_e = [float(e) for s in samples for e in s["entropy"] if isinstance(e, (int, float)) and math.isfinite(e)]
-        scale = max(1e-6, float(np.percentile(all_e, 99))) if all_e else 1.0
-        body.append("<h2>Sample responses, tokens coloured by entropy</h2>"
-                    f'<p class="meta">0 <span class="legend"></span> ≥ {scale:.2f} nats '
-                    "(hover a token for its entropy)</p>")
-        body += [sample_html(s, scale) for s in samples]
+        body.append("<h2>Sample responses as text (hover a token for its entropy)</h2>"
+                    f'<p class="meta">0 <span class="legend"></span> ≥ {sample_scale:.2f} nats</p>')
+        body += [sample_html(s, sample_scale) for s in samples]
     if run.config:
         import yaml
 
@@ -590,10 +728,14 @@ def compare_runs(run_dirs: Sequence[PathLike], out_dir: PathLike, labels: Option
                "entropy_area": _trapezoid(s_h, h) if s_h.size else None,
                "law_a": law.a if law else None, "law_b": law.b if law else None,
                "law_ceiling": law.ceiling if law else None, "law_r2": law.r2 if law else None}
+        cp = cov_positive(r)
+        row["cov_positive_frac"] = cp["fraction_positive"] if cp else None
+        row["cov_mean"] = cp["mean"] if cp else None
         table.append(row)
         rows.append([n, row["method"] or "–", row["steps"],
                      f"{_fmt(acc)} ({acc_src})" if acc is not None else "–", row["pass_at_k"],
-                     row["final_entropy"], row["entropy_area"], row["law_a"], row["law_b"], row["law_ceiling"]])
+                     row["final_entropy"], row["entropy_area"], row["law_a"], row["law_b"], row["law_ceiling"],
+                     "–" if cp is None else f"{cp['fraction_positive']:.1%}", row["cov_mean"]])
 
     if law_drawn:
         fig = _new_figure(6.5, 4.4)
@@ -612,9 +754,11 @@ def compare_runs(run_dirs: Sequence[PathLike], out_dir: PathLike, labels: Option
     body = [f"<h1>entrolab comparison of {len(runs)} runs</h1>",
             f'<p class="meta">{" · ".join(html.escape(str(r.path)) for r in runs)}</p>', "<h2>Outcomes</h2>",
             _table(["run", "method", "steps", "final accuracy", "pass@k", "final entropy", "entropy area",
-                    "law a", "law b", "ceiling −a+b"], rows),
+                    "law a", "law b", "ceiling −a+b", "steps with cov > 0", "mean cov"], rows),
             '<p class="meta">Final accuracy is the last eval/accuracy where the run logs it ("eval"), else the last '
-            'training-batch reward/accuracy ("train"). Entropy area is the trapezoid of entropy/mean over steps.</p>']
+            'training-batch reward/accuracy ("train"). Entropy area is the trapezoid of entropy/mean over steps. '
+            '"Steps with cov &gt; 0" is the fraction of logged steps whose dynamics/cov_mean is positive, and '
+            '"mean cov" its mean: the covariance theorem (2505.22617 §3) says it stays positive.</p>']
     if notes:
         body.append("<h2>Notes</h2>" + "".join(f'<div class="note">{html.escape(x)}</div>' for x in notes))
     for f in figs:

@@ -116,10 +116,30 @@ class StrategyResult:
 
 
 class Strategy(Component):
-    """Base of every inference strategy. ``budget_field`` names the field the CLI's ``--budget`` sets."""
+    """Base of every inference strategy. ``budget_field`` names the field the CLI's ``--budget`` sets;
+    ``sweep_field`` the knob ``entrolab evaluate`` sweeps for its accuracy-vs-tokens curve (default: the budget)."""
 
     arxiv: ClassVar[str] = ""
     budget_field: ClassVar[str] = "max_new_tokens"
+    sweep_field: ClassVar[Optional[str]] = None
+
+    @classmethod
+    def sweep_knob(cls) -> str:
+        """The field ``entrolab evaluate`` sweeps: ``sweep_field``, else ``budget_field``."""
+        return cls.sweep_field or cls.budget_field
+
+    def default_sweep(self) -> list[Any]:
+        """Default settings of :meth:`sweep_knob` for the accuracy-vs-tokens curve, the current value included:
+        a count knob v ≤ 4 → 1…v; a larger one (and ``max_new_tokens``) → v/4, v/2, v; a float knob → v/4, v, 4v."""
+        knob = self.sweep_knob()
+        v = getattr(self, knob)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return [v]
+        if isinstance(v, int):
+            if knob != "max_new_tokens" and v <= 4:
+                return list(range(1, v + 1))
+            return sorted({max(1, math.ceil(v / 4)), max(1, math.ceil(v / 2)), v})
+        return sorted({v / 4, v, v * 4})
 
     def run(self, model: Any, tokenizer: Any, questions: Sequence[str], *,
             generator: Optional[torch.Generator] = None, prompt_fn: Optional[PromptFn] = None,

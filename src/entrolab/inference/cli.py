@@ -2,12 +2,17 @@
 
     entrolab infer [--model default|tiny|PATH] [--strategy NAME] [--budget N] [--param key=value ...] "question"
     entrolab evaluate --data FILE.jsonl [--strategy NAME] [--budget N] [--limit N] [--out DIR]
+                      [--sweep auto|none|V1,V2,...] [--baseline-max-samples 64]
 
 ``infer`` prints the answer, the tokens spent and the entropy trace of the response. ``evaluate`` scores a strategy
 on a JSONL file of ``{"question": ..., "answer": ...}`` rows (``problem``/``solution`` also accepted; a solution's
-last ``\\boxed{}`` is its answer) and compares it with plain sampling + majority vote at matched compute: for each
-question the baseline samples until it has spent at least the strategy's tokens for that question. It writes
-``results.jsonl``, ``metrics.json`` and ``accuracy_vs_tokens.png`` to ``--out``.
+last ``\\boxed{}`` is its answer), at its configured setting and at the other settings of its sweep knob, and
+compares it with plain sampling + majority vote at matched compute: every question gets the same number K of plain
+samples, K raised until each question's samples reach the largest number of tokens the strategy spent on it, and for
+each strategy setting the baseline votes over the fewest first samples that reach that setting's tokens. When the
+cap ``--baseline-max-samples`` stops K first, the output and metrics.json say "baseline capped at N samples: X tokens
+vs Y" instead of claiming matched compute. It writes ``results.jsonl``, ``metrics.json`` and
+``accuracy_vs_tokens.png`` (both accuracy-vs-tokens curves) to ``--out``.
 """
 
 from __future__ import annotations
@@ -46,8 +51,16 @@ def register(sub) -> None:
     e.add_argument("--limit", type=int, default=None, help="use the first N rows")
     e.add_argument("--out", default="entrolab_eval", help="output directory (default: %(default)s)")
     e.add_argument("--batch-size", type=int, default=4, help="questions decoded together (default: %(default)s)")
-    e.add_argument("--baseline-max-samples", type=int, default=16,
-                   help="cap on baseline samples per question (default: %(default)s)")
+    e.add_argument("--baseline-max-samples", type=int, default=64,
+                   help="cap on baseline samples per question; when it stops the baseline short of the strategy's "
+                   "tokens the output says so (default: %(default)s)")
+    e.add_argument("--sweep", default="auto", metavar="V1,V2,...|auto|none",
+                   help="settings of the strategy's sweep knob for the accuracy-vs-tokens curve: auto (the "
+                   "strategy's default sweep, see docs/inference.md), none (only the configured setting), or "
+                   "comma-separated values (default: %(default)s)")
+    e.add_argument("--sweep-field", default=None, metavar="FIELD",
+                   help="the parameter to sweep (default: the strategy's sweep knob, e.g. n for vote:*, "
+                   "max_active for dts, delta for eat)")
     e.set_defaults(func=_cmd_evaluate)
 
 
@@ -235,23 +248,31 @@ def _load_rows(path: str, limit: Optional[int]) -> list[dict[str, str]]:
     return rows
 
 
-def baseline_curve(samples: list[list[tuple[Optional[str], int]]], golds: list[str], targets: list[int],
-                   correct_fn) -> dict[str, Any]:
-    """Majority-vote accuracy vs mean tokens for the first k baseline samples (k = 1..K), and at matched compute:
-    for question i, the fewest first samples whose tokens reach ``targets[i]`` (or all of them)."""
+def majority_curve(samples: list[list[tuple[Optional[str], int]]], golds: list[str], correct_fn) -> list[dict]:
+    """Majority-vote accuracy and mean tokens per question using the first k baseline samples of every question, for
+    k = 1 … (the fewest samples any question has), so that every point is exactly k samples per question."""
     from .aggregate import majority_vote
 
-    kmax = max(len(s) for s in samples)
+    kmax = min(len(s) for s in samples) if samples else 0
     curve = []
     for k in range(1, kmax + 1):
         acc = toks = 0.0
         for s, gold in zip(samples, golds):
-            sub = s[:k]
-            acc += float(correct_fn(majority_vote([a for a, _ in sub]).answer, gold))
-            toks += sum(n for _, n in sub)
+            acc += float(correct_fn(majority_vote([a for a, _ in s[:k]]).answer, gold))
+            toks += sum(n for _, n in s[:k])
         curve.append({"k": k, "accuracy": acc / len(samples), "tokens": toks / len(samples)})
+    return curve
+
+
+def matched_point(samples: list[list[tuple[Optional[str], int]]], golds: list[str], targets: list[int],
+                  correct_fn) -> dict[str, Any]:
+    """Majority vote at matched compute: for question i the fewest first samples whose tokens reach ``targets[i]``
+    (the strategy's tokens on that question). A question whose samples never reach it (the sample cap) uses all of
+    them and counts in ``capped_questions``; ``matched`` is True only when no question was capped."""
+    from .aggregate import majority_vote
+
     acc = toks = 0.0
-    ks = []
+    ks, capped = [], 0
     for s, gold, target in zip(samples, golds, targets):
         spent, k = 0, 0
         for _, n in s:
@@ -259,11 +280,75 @@ def baseline_curve(samples: list[list[tuple[Optional[str], int]]], golds: list[s
             k += 1
             if spent >= target:
                 break
+        if spent < target:
+            capped += 1
         ks.append(k)
         acc += float(correct_fn(majority_vote([a for a, _ in s[:k]]).answer, gold))
         toks += spent
-    return {"curve": curve, "matched": {"accuracy": acc / len(samples), "tokens": toks / len(samples),
-                                        "mean_samples": sum(ks) / len(ks)}}
+    n = max(len(samples), 1)
+    return {"accuracy": acc / n, "tokens": toks / n, "strategy_tokens": sum(targets) / n,
+            "mean_samples": sum(ks) / n, "capped_questions": capped, "matched": capped == 0}
+
+
+def baseline_curve(samples: list[list[tuple[Optional[str], int]]], golds: list[str], targets: list[int],
+                   correct_fn) -> dict[str, Any]:
+    """``{"curve": majority_curve(...), "matched": matched_point(...)}``."""
+    return {"curve": majority_curve(samples, golds, correct_fn),
+            "matched": matched_point(samples, golds, targets, correct_fn)}
+
+
+def capped_note(point: dict[str, Any], max_samples: int) -> str:
+    """'baseline capped at N samples: X tokens vs Y' (X the baseline's, Y the strategy's tokens per question)."""
+    return (f"baseline capped at {max_samples} samples: {point['tokens']:.1f} tokens vs "
+            f"{point['strategy_tokens']:.1f}")
+
+
+def sample_baseline(sampler, model, tok, questions: list[str], targets: list[int], max_samples: int,
+                    chunk: int, generator, answer_fn) -> list[list[tuple[Optional[str], int]]]:
+    """Plain samples for every question, the same number K for all (so the majority-vote curve is exact for
+    k = 1 … K): K grows, from an estimate of the samples still needed, until every question's samples reach its
+    target tokens, or K = ``max_samples``. Returns per question [(answer, tokens)]."""
+    samples: list[list[tuple[Optional[str], int]]] = [[] for _ in questions]
+    k = 0
+    while k < max_samples:
+        spent = [sum(n for _, n in s) for s in samples]
+        short = [i for i in range(len(questions)) if spent[i] < max(targets[i], 1)]
+        if not short:
+            break
+        if k == 0:
+            k_next = 2
+        else:  # samples needed at each short question's mean length so far
+            k_next = max(k + 1, max(k + math.ceil((max(targets[i], 1) - spent[i]) / max(spent[i] / k, 1.0))
+                                    for i in short))
+        k_next = min(k_next, max_samples)
+        todo = [i for i in range(len(questions)) for _ in range(k_next - len(samples[i]))]
+        for j in range(0, len(todo), chunk):
+            idx = todo[j:j + chunk]
+            outs = sampler.run(model, tok, [questions[i] for i in idx], generator=generator, answer_fn=answer_fn)
+            for i, o in zip(idx, outs):
+                samples[i].append((o.answer, o.tokens_spent))
+        k = k_next
+    return samples
+
+
+def _sweep_values(args: argparse.Namespace, strategy) -> tuple[str, list[Any]]:
+    knob = args.sweep_field or strategy.sweep_knob()
+    if not hasattr(strategy, knob):
+        raise ConfigError(f"--sweep-field {knob!r} is not a parameter of {strategy.name}")
+    main = getattr(strategy, knob)
+    spec = (args.sweep or "auto").strip().lower()
+    if spec == "none":
+        values: list[Any] = []
+    elif spec == "auto":
+        if args.sweep_field and args.sweep_field != strategy.sweep_knob():
+            raise ConfigError("--sweep-field needs explicit --sweep values (e.g. --sweep 1,2,4)")
+        values = list(strategy.default_sweep())
+    else:
+        values = [_parse_value(v.strip()) for v in args.sweep.split(",") if v.strip()]
+        if not values:
+            raise ConfigError(f"--sweep {args.sweep!r}: expected comma-separated values, 'auto' or 'none'")
+    values = [v for v in values if v != main]
+    return knob, [main] + values
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -273,7 +358,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from ..train.rewards import verify_math
-    from .base import ANSWER_FNS, SampleStrategy
+    from .base import ANSWER_FNS, SampleStrategy, build_strategy
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be ≥ 1, got {args.limit}")
@@ -281,53 +366,72 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError("--batch-size and --baseline-max-samples must be ≥ 1")
     rows = _load_rows(args.data, args.limit)
     strategy = _strategy(args)
+    knob, values = _sweep_values(args, strategy)
     model, tok = _load_model(args.model)
-    gen = torch.Generator().manual_seed(args.seed)
+    answer_fn = ANSWER_FNS[args.answer]
+    questions = [r["question"] for r in rows]
+    golds = [r["answer"] for r in rows]
 
     def correct(pred: Optional[str], gold: str) -> bool:
         return pred is not None and bool(verify_math(pred, gold))
 
-    t0 = time.perf_counter()
-    results = []
-    for i in range(0, len(rows), args.batch_size):
-        batch = rows[i:i + args.batch_size]
-        results += strategy.run(model, tok, [r["question"] for r in batch], generator=gen,
-                                answer_fn=ANSWER_FNS[args.answer])
-    strat_seconds = time.perf_counter() - t0
+    def run_setting(strat):
+        gen = torch.Generator().manual_seed(args.seed)  # the same random numbers for every setting
+        t0 = time.perf_counter()
+        res = []
+        for i in range(0, len(rows), args.batch_size):
+            res += strat.run(model, tok, questions[i:i + args.batch_size], generator=gen, answer_fn=answer_fn)
+        return res, time.perf_counter() - t0
 
-    # plain sampling + majority vote, same sampling settings, until each question's strategy spend is reached
+    # the strategy as configured (the main point), then the other settings of its sweep knob
+    results, strat_seconds = run_setting(strategy)
+    points = [{"value": values[0], "results": results, "seconds": strat_seconds}]
+    sweep_notes: list[str] = []
+    base_params = {k: v for k, v in strategy.spec().items() if k != "name"}
+    for v in values[1:]:
+        try:
+            strat = build_strategy(strategy.name, **{**base_params, knob: v})
+            res, secs = run_setting(strat)
+        except ConfigError as e:
+            sweep_notes.append(f"{knob}={v} skipped: {e}")
+            continue
+        points.append({"value": v, "results": res, "seconds": secs})
+
+    # plain sampling + majority vote, same sampling settings, until each question's largest spend is reached
     sampler = SampleStrategy(max_new_tokens=getattr(strategy, "max_new_tokens", 512),
                              temperature=getattr(strategy, "temperature", 0.6), top_p=getattr(strategy, "top_p", 0.95))
-    chunk = 4
-    samples: list[list[tuple[Optional[str], int]]] = [[] for _ in rows]
-    targets = [r.tokens_spent for r in results]
+    targets_max = [max(p["results"][i].tokens_spent for p in points) for i in range(len(rows))]
     t1 = time.perf_counter()
-    while True:
-        todo = [i for i in range(len(rows)) if sum(n for _, n in samples[i]) < max(targets[i], 1)
-                and len(samples[i]) < args.baseline_max_samples]
-        if not todo:
-            break
-        for j in range(0, len(todo), args.batch_size):
-            idx = todo[j:j + args.batch_size]
-            qs = [rows[i]["question"] for i in idx for _ in range(chunk)]
-            outs = sampler.run(model, tok, qs, generator=gen, answer_fn=ANSWER_FNS[args.answer])
-            for k, i in enumerate(idx):
-                for o in outs[k * chunk:(k + 1) * chunk]:
-                    if len(samples[i]) < args.baseline_max_samples:
-                        samples[i].append((o.answer, o.tokens_spent))
+    samples = sample_baseline(sampler, model, tok, questions, targets_max, args.baseline_max_samples,
+                              args.batch_size * 4, torch.Generator().manual_seed(args.seed + 1), answer_fn)
     base_seconds = time.perf_counter() - t1
-    golds = [r["answer"] for r in rows]
-    base = baseline_curve(samples, golds, targets, correct)
-
+    cap = args.baseline_max_samples
+    sweep_points = []
+    for p in points:
+        targets = [r.tokens_spent for r in p["results"]]
+        flags = [correct(r.answer, g) for r, g in zip(p["results"], golds)]
+        m = matched_point(samples, golds, targets, correct)
+        if not m["matched"]:
+            m["note"] = capped_note(m, cap)
+        sweep_points.append({"value": p["value"], "accuracy": sum(flags) / len(flags),
+                             "tokens_per_question": sum(targets) / len(targets), "seconds": p["seconds"],
+                             "baseline": m})
+    main = sweep_points[0]
+    base = main["baseline"]
+    name = ("sample + vote:majority at matched compute" if base["matched"]
+            else f"sample + vote:majority, compute NOT matched ({base['note']})")
     flags = [correct(r.answer, g) for r, g in zip(results, golds)]
     metrics = {
         "strategy": strategy.spec(), "model": args.model, "rows": len(rows), "seed": args.seed,
         "answer_extraction": args.answer,
-        "accuracy": sum(flags) / len(flags),
-        "tokens_per_question": sum(targets) / len(targets),
+        "accuracy": main["accuracy"],
+        "tokens_per_question": main["tokens_per_question"],
         "seconds": strat_seconds,
-        "baseline": {"name": "sample + vote:majority at matched compute", **base["matched"], "seconds": base_seconds,
-                     "curve": base["curve"]},
+        "baseline": {"name": name, **base, "max_samples": cap,
+                     "samples_per_question": min(len(s) for s in samples), "seconds": base_seconds,
+                     "curve": majority_curve(samples, golds, correct)},
+        "sweep": {"field": knob, "points": sorted(sweep_points, key=lambda q: q["tokens_per_question"]),
+                  "notes": sweep_notes},
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.jsonl"), "w", encoding="utf-8") as f:
@@ -335,39 +439,80 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f.write(json.dumps(_jsonable({**row, "prediction": r.answer, "correct": ok, "tokens_spent": r.tokens_spent,
                                           "info": {k: v for k, v in r.info.items() if k != "report"},
                                           "baseline_answers": [a for a, _ in s],
-                                          "baseline_tokens": [n for _, n in s]}), ensure_ascii=False) + "\n")
+                                          "baseline_tokens": [n for _, n in s],
+                                          "baseline_reached_tokens": sum(n for _, n in s) >= r.tokens_spent}),
+                               ensure_ascii=False) + "\n")
     with open(os.path.join(args.out, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(_jsonable(metrics), f, indent=2)
     plot = os.path.join(args.out, "accuracy_vs_tokens.png")
     _plot(metrics, plot)
-    print(f"strategy {strategy.name}: accuracy {metrics['accuracy']:.3f} on {len(rows)} questions, "
-          f"{metrics['tokens_per_question']:.1f} tokens/question ({strat_seconds:.1f} s)")
-    print(f"baseline sample + majority vote at matched compute: accuracy {base['matched']['accuracy']:.3f}, "
-          f"{base['matched']['tokens']:.1f} tokens/question ({base['matched']['mean_samples']:.2f} samples)")
+    print(f"strategy {strategy.name} ({knob}={values[0]}): accuracy {metrics['accuracy']:.3f} on {len(rows)} "
+          f"questions, {metrics['tokens_per_question']:.1f} tokens/question ({strat_seconds:.1f} s)")
+    if base["matched"]:
+        print(f"baseline sample + majority vote at matched compute: accuracy {base['accuracy']:.3f}, "
+              f"{base['tokens']:.1f} tokens/question ({base['mean_samples']:.2f} samples)")
+    else:
+        print(f"baseline sample + majority vote, compute NOT matched ({base['note']}; "
+              f"{base['capped_questions']} of {len(rows)} questions capped; raise --baseline-max-samples): "
+              f"accuracy {base['accuracy']:.3f}, {base['tokens']:.1f} tokens/question "
+              f"({base['mean_samples']:.2f} samples)")
+    if len(sweep_points) > 1 or sweep_notes:
+        print(f"sweep of {knob} (strategy accuracy, tokens/question | baseline majority vote at those tokens):")
+        for q in metrics["sweep"]["points"]:
+            b = q["baseline"]
+            bl = (f"{b['accuracy']:.3f}, {b['tokens']:.1f} ({b['mean_samples']:.2f} samples)" if b["matched"]
+                  else f"{b['accuracy']:.3f}, {b['note']}")
+            print(f"  {knob}={q['value']}: {q['accuracy']:.3f}, {q['tokens_per_question']:.1f} | {bl}")
+        for n in sweep_notes:
+            print(f"  note: {n}")
     print(f"wrote {os.path.join(args.out, 'results.jsonl')}, {os.path.join(args.out, 'metrics.json')}, {plot}")
     return 0
 
 
-def _plot(metrics: dict[str, Any], path: str) -> None:
-    import matplotlib
+def _plot(metrics: dict[str, Any], path: str) -> dict[str, tuple[list[float], list[float]]]:
+    """Accuracy vs tokens per question: the strategy's sweep, the baseline's majority-vote curve (k = 1…K samples)
+    and the baseline at the tokens of each strategy setting. Returns the plotted series {label: (x, y)}."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    name = metrics["strategy"]["name"]
+    sweep = metrics["sweep"]
+    fig = Figure(figsize=(7, 4.6), dpi=120, layout="constrained")
+    ax = fig.subplots()
     curve = metrics["baseline"]["curve"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([c["tokens"] for c in curve], [c["accuracy"] for c in curve], "o-", color="tab:gray",
-            label="sample + majority vote (k = 1…K)")
-    ax.plot([metrics["baseline"]["tokens"]], [metrics["baseline"]["accuracy"]], "s", color="tab:gray",
-            markerfacecolor="white", label="majority vote at matched compute")
-    ax.plot([metrics["tokens_per_question"]], [metrics["accuracy"]], "*", markersize=14, color="tab:red",
-            label=metrics["strategy"]["name"])
+    x, y = [c["tokens"] for c in curve], [c["accuracy"] for c in curve]
+    ax.plot(x, y, "o-", color="tab:gray", ms=4, label=f"sample + majority vote (k = 1…{len(curve)} samples)")
+    series["baseline"] = (x, y)
+    for c in curve:
+        ax.annotate(f"k={c['k']}", (c["tokens"], c["accuracy"]), fontsize=6, color="0.4", xytext=(2, -8),
+                    textcoords="offset points")
+    pts = sweep["points"]
+    x, y = [p["tokens_per_question"] for p in pts], [p["accuracy"] for p in pts]
+    ax.plot(x, y, "D-", color="tab:red", ms=5, label=f"{name}, sweep of {sweep['field']} (labels: its values)")
+    series["strategy"] = (x, y)
+    for i, p in enumerate(pts):  # labels alternate above and below, so that close points stay readable
+        ax.annotate(f"{p['value']:g}" if isinstance(p["value"], float) else str(p["value"]),
+                    (p["tokens_per_question"], p["accuracy"]), fontsize=7, color="tab:red",
+                    xytext=(2, 5 if i % 2 == 0 else -11), textcoords="offset points")
+    main = metrics["strategy"].get(sweep["field"])
+    mp = [p for p in pts if p["value"] == main] or pts[:1]
+    ax.plot([mp[0]["tokens_per_question"]], [mp[0]["accuracy"]], "*", ms=14, color="tab:red",
+            label=f"{name} as configured")
+    ok = [p["baseline"] for p in pts if p["baseline"]["matched"]]
+    capped = [p["baseline"] for p in pts if not p["baseline"]["matched"]]
+    if ok:
+        ax.plot([b["tokens"] for b in ok], [b["accuracy"] for b in ok], "s", color="tab:gray",
+                markerfacecolor="white", label="majority vote at matched compute")
+    if capped:
+        ax.plot([b["tokens"] for b in capped], [b["accuracy"] for b in capped], "x", color="tab:gray", ms=8,
+                label=f"majority vote, capped at {metrics['baseline']['max_samples']} samples (fewer tokens)")
+    series["matched"] = ([b["tokens"] for b in ok], [b["accuracy"] for b in ok])
+    series["capped"] = ([b["tokens"] for b in capped], [b["accuracy"] for b in capped])
     ax.set_xlabel("tokens per question")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{metrics['strategy']['name']} vs majority vote ({metrics['rows']} questions, {metrics['model']})")
+    ax.set_title(f"{name} vs majority vote ({metrics['rows']} questions, {metrics['model']})", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.legend(fontsize=7)
+    fig.savefig(path)
+    return series

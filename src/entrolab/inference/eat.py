@@ -4,7 +4,7 @@ authors' code xidulu/EAT).
 At every reasoning-step boundary n (a generated ``\\n\\n``), append an end-of-thinking marker to the prefix *without
 committing it* and read the next-token entropy there:
 
-    EAT_n = H(π(· | q, r_1 … r_n, "</think>\\n\\n"))            (bits by default, as in the paper)
+    EAT_n = H(π(· | q, r_1 … r_n, "\\n</think>\\n"))            (bits by default, as in the paper)
 
 Track its exponential moving mean and variance (timescale α; m_0 = EAT_0, v_0 = 0):
 
@@ -63,6 +63,7 @@ class EAT(Strategy):
     """Entropy After </think> early exit (arXiv 2509.26522); see the module docstring for the rule."""
 
     arxiv = "2509.26522"
+    sweep_field = "delta"  # the early-exit trade-off: a larger δ exits sooner
 
     alpha: float = 0.1
     """EMA timescale α (authors' code)."""
@@ -74,8 +75,9 @@ class EAT(Strategy):
     """Optional floor: also require EAT_n < min_value to exit."""
     entropy_base: float = 2.0
     """Log base of EAT (2: bits, as in the paper; e ≈ 2.718: nats)."""
-    probe_suffix: str = "</think>\n\n"
-    """Text appended (uncommitted) at each boundary before reading the entropy."""
+    probe_suffix: str = "\n</think>\n"
+    """Text appended (uncommitted) at each boundary before reading the entropy: ``\\n</think>\\n`` as in the
+    method card (kl-objective-inference.md §3.4); the card's optional variant is ``"\\n</think>\\nFinal answer: "``."""
     probe_temperature: float = 1.0
     """Temperature of the probed distribution (the authors read softmax(z), T = 1)."""
     probe_samples: int = 0
@@ -152,6 +154,7 @@ class EAT(Strategy):
                     st["v"] = self.alpha * (x - st["m"]) ** 2 + (1 - self.alpha) * st["v"]
                 st["values"].append(x)
                 st["variances"].append(st["v"])
+                st.setdefault("positions", []).append(tr.num_tokens)  # probed after this many generated tokens
                 if (n >= max(self.min_distance, 1) and st["v"] < self.delta
                         and (self.min_value is None or x < self.min_value)):
                     st["exit"] = n
@@ -166,6 +169,7 @@ class EAT(Strategy):
             reason = st.get("reason") or t.finish_reason
             spent = t.num_tokens + group_probe.get(g, 0)
             info = {"exit_reason": reason, "exit_boundary": st.get("exit"), "boundaries": len(st.get("values", [])),
+                    "boundary_positions": list(st.get("positions", [])), "answer_start": st.get("answer_start"),
                     "reasoning_tokens": st.get("answer_start") if st.get("answer_start") is not None else t.num_tokens,
                     "probe_tokens": group_probe.get(g, 0), "eat_values": list(st.get("values", [])),
                     "eat_variances": list(st.get("variances", [])), "finish_reason": t.finish_reason,
