@@ -85,13 +85,24 @@ def test_reinforce_pp_baseline_size_one_group_is_zero():
     torch.testing.assert_close(ADVANTAGES.build("reinforce_pp_baseline").compute(b), expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ADVANTAGES.names())
+# Estimators that read engine extras (answer clusters, self-certainty, ...) are checked against this same contract,
+# with their inputs supplied, in test_methods_advantage; those that read the structure a sampling strategy records
+# (tree nodes, fork positions, tool turns: knobs/rollout_advantage.py, knobs/sampling_agentic.py) are tested with
+# that strategy in test_sampling / test_tools.
+ROLLOUT_STRUCTURE_MODULES = ("entrolab.knobs.rollout_advantage", "entrolab.knobs.sampling_agentic")
+PLAIN_ESTIMATORS = [n for n in ADVANTAGES.names() if not ADVANTAGES.get(n).engine_extras
+                    and ADVANTAGES.get(n).__module__ not in ROLLOUT_STRUCTURE_MODULES]
+
+
+@pytest.mark.parametrize("name", PLAIN_ESTIMATORS)
 def test_groups_of_size_one_get_zero(name):
+    ent = torch.tensor([[0.9, 0.2, 1.4], [0.5, 0.7, 0.1], [1.1, 0.3, 0.6], [0.4, 1.2, 0.8]])
     b = make_batch([2, 3, 1], 3, rewards=[1.0, 0.0, 0.3], group_ids=[0, 1, 2])
+    b = b.replace(old_entropy=ent[:3])
     assert (ADVANTAGES.build(name).compute(b) == 0).all()
     # mixed: the size-1 group (id 9) gets 0 while the others do not
     b = make_batch([2, 3, 1, 2], 3, rewards=[1.0, 0.0, 0.3, 1.0], group_ids=[0, 0, 9, 0])
-    adv = ADVANTAGES.build(name).compute(b)
+    adv = ADVANTAGES.build(name).compute(b.replace(old_entropy=ent))
     assert (adv[2] == 0).all() and adv[0, 0] != 0
 
 

@@ -2,4 +2,6 @@
 Importing this package registers every entry; ``entrolab.methods`` does so on import."""
 
 from . import core  # noqa: F401  (first: the baselines)
-from . import clip, kl, objective  # noqa: F401
+from . import advantage, clip, kl, objective  # noqa: F401
+from . import sampling  # noqa: F401
+from . import sampling_agentic  # noqa: F401

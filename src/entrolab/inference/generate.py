@@ -42,6 +42,11 @@ import torch
 __all__ = [
     "DecodeStats",
     "Decoder",
+    "Snapshot",
+    "Start",
+    "can_crop_cache",
+    "cat_caches",
+    "crop_pad_cache",
     "StepView",
     "Trace",
     "encode_prompts",
@@ -133,6 +138,70 @@ def select_cache(cache: Any, index: torch.Tensor) -> Any:
     raise TypeError(f"cannot select batch rows of a cache of type {type(cache).__name__}")
 
 
+def _seq_tensors(cache: Any) -> Optional[list[tuple[Any, str]]]:
+    """(layer, attribute) pairs holding per-position tensors, or None when the cache cannot be cropped row-wise."""
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        return None
+    out = []
+    for layer in layers:
+        if getattr(layer, "is_sliding", False) or getattr(layer, "is_croppable", True) is False:
+            return None
+        keys = getattr(layer, "keys", None)
+        if not isinstance(keys, torch.Tensor):
+            return None
+        out += [(layer, a) for a in ("keys", "values") if isinstance(getattr(layer, a, None), torch.Tensor)]
+    return out
+
+
+def can_crop_cache(cache: Any) -> bool:
+    """True for caches :func:`crop_pad_cache` handles: legacy ``((k, v), ...)`` tuples and caches whose layers keep
+    full-history ``keys``/``values`` tensors (``DynamicCache``), with the position axis −2 of 4-D tensors (else −1)."""
+    return isinstance(cache, (tuple, list)) or _seq_tensors(cache) is not None
+
+
+def _crop_pad(t: torch.Tensor, keep: int, pad_left: int) -> torch.Tensor:
+    axis = t.dim() - 2 if t.dim() == 4 else t.dim() - 1
+    t = t.narrow(axis, 0, keep)
+    if pad_left:
+        shape = list(t.shape)
+        shape[axis] = pad_left
+        t = torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=axis)
+    return t
+
+
+def crop_pad_cache(cache: Any, keep: int, pad_left: int = 0) -> Any:
+    """A copy of ``cache`` holding its first ``keep`` positions, preceded by ``pad_left`` zero positions (which the
+    attention mask must mark as padding). Keys are stored after the rotary embedding, so moving a position's column
+    does not change it: the position ids that matter were applied when it was computed."""
+    if isinstance(cache, (tuple, list)):
+        return type(cache)(tuple(_crop_pad(t, keep, pad_left) for t in layer) for layer in cache)
+    pairs = _seq_tensors(cache)
+    if pairs is None:
+        raise TypeError(f"cannot crop a cache of type {type(cache).__name__}")
+    new = copy.copy(cache)
+    new.layers = [copy.copy(layer) for layer in cache.layers]
+    remap = {id(old): nl for old, nl in zip(cache.layers, new.layers)}
+    for layer, attr in pairs:
+        setattr(remap[id(layer)], attr, _crop_pad(getattr(layer, attr), keep, pad_left))
+    return new
+
+
+def cat_caches(caches: Sequence[Any]) -> Any:
+    """Stack same-width caches (from :func:`crop_pad_cache`) along the batch axis into a new cache."""
+    first = caches[0]
+    if isinstance(first, (tuple, list)):
+        return type(first)(tuple(torch.cat([c[i][j] for c in caches]) for j in range(len(first[i])))
+                           for i in range(len(first)))
+    new = copy.copy(first)
+    new.layers = [copy.copy(layer) for layer in first.layers]
+    for li, layer in enumerate(new.layers):
+        for attr in ("keys", "values"):
+            if isinstance(getattr(layer, attr, None), torch.Tensor):
+                setattr(layer, attr, torch.cat([getattr(c.layers[li], attr) for c in caches]))
+    return new
+
+
 def _model_device(model: Any) -> torch.device:
     try:
         return next(model.parameters()).device
@@ -215,6 +284,28 @@ class DecodeStats:
                                                  "forks", "max_active")}, "tokens_spent": self.tokens_spent}
 
 
+@dataclass
+class Snapshot:
+    """The KV cache of one finished sequence: ``cache`` (one row) and ``mask`` (1, L) hold the prompt and the first
+    ``covered`` generated tokens; generated token j sits at column ``col0 + j``."""
+
+    cache: Any
+    mask: torch.Tensor
+    col0: int
+    covered: int
+
+
+@dataclass
+class Start:
+    """A fork request for :meth:`Decoder.resume`: ``copies`` new sequences continuing ``trace`` after its first
+    ``position`` tokens (each samples token ``position`` afresh), from ``snapshot`` when given."""
+
+    trace: "Trace"
+    position: int
+    copies: int = 1
+    snapshot: Optional[Snapshot] = None
+
+
 class StepView:
     """What a hook sees at one decoding step, row-aligned with ``traces`` (the live sequences).
 
@@ -293,6 +384,8 @@ class Decoder:
         pad_token_id: Optional[int] = None,
         stop_strings: Sequence[str] = (),
         generator: Optional[torch.Generator] = None,
+        id_start: int = 0,
+        keep_cache: bool = False,
     ):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
@@ -322,7 +415,10 @@ class Decoder:
         self.live: list[Trace] = []
         self.finished: list[Trace] = []  # in the order sequences finished
         self.step = 0
-        self._next_id = 0
+        self._next_id = int(id_start)
+        self.keep_cache = bool(keep_cache)
+        # trace id → Snapshot of its KV cache row when it finished (``keep_cache=True``), for later forks (resume).
+        self.snapshots: dict[int, Snapshot] = {}
         self.cache: Any = None
         self.mask: Optional[torch.Tensor] = None  # (N, L) long
         self.next_logits: Optional[torch.Tensor] = None  # (N, V) float32
@@ -434,6 +530,80 @@ class Decoder:
         gen_device = self.generator.device if self.generator is not None else probs.device
         return [int(t) for t in torch.multinomial(probs.to(gen_device), k, replacement=False, generator=self.generator)]
 
+    def _snapshot(self, row: int, trace: Trace, covered: int) -> None:
+        """Keep row ``row``'s cache, which holds the prompt and ``trace.token_ids[:covered]``."""
+        if not self.keep_cache:
+            return
+        idx = torch.tensor([row], device=self.device)
+        self.snapshots[trace.id] = Snapshot(cache=select_cache(self.cache, idx), mask=self.mask.index_select(0, idx),
+                                            col0=int(self.mask.shape[1]) - covered, covered=covered)
+
+    # -- forks from finished sequences -------------------------------------------------------------------------------
+    def resume(self, starts: Sequence["Start"]) -> None:
+        """Make ``starts`` the live sequences: each continues ``start.trace`` from just before its token
+        ``start.position`` with ``start.copies`` children (new traces, ``parent`` = that trace's id, ``fork_step`` =
+        the position), which then decode with :meth:`run` like prefilled ones.
+
+        With a :class:`Snapshot` for every start and a croppable cache (``transformers`` ``DynamicCache`` or legacy
+        tuples), the prefix is never recomputed: each snapshot row is cropped to prompt + ``tokens[:position−1]``,
+        the rows are left-padded to one width, and one forward pass over each row's last prefix token gives the
+        distribution of the forked token. Otherwise (no snapshot, sliding-window or quantized caches) the prompt +
+        prefix is prefilled again — the same distributions, more compute (``stats.prompt_tokens`` counts it).
+        """
+        if not starts:
+            raise ValueError("resume needs at least one start")
+        for st in starts:
+            if not 0 <= st.position <= st.trace.num_tokens:
+                raise ValueError(f"fork position {st.position} outside trace {st.trace.id} "
+                                 f"of {st.trace.num_tokens} tokens")
+            if st.copies < 1:
+                raise ValueError(f"copies must be ≥ 1, got {st.copies}")
+        snaps = [st.snapshot for st in starts]
+        reuse = all(sn is not None and st.position - 1 <= sn.covered and can_crop_cache(sn.cache)
+                    for sn, st in zip(snaps, starts))
+        if reuse:
+            keeps = [sn.col0 + st.position - 1 for sn, st in zip(snaps, starts)]
+            width = max(keeps)
+            caches, masks = [], []
+            for sn, keep in zip(snaps, keeps):
+                caches.append(crop_pad_cache(sn.cache, keep, width - keep))
+                masks.append(torch.nn.functional.pad(sn.mask[:, :keep], (width - keep, 0)))
+            cache = cat_caches(caches) if width > 0 else None
+            mask = torch.cat(masks)
+            last = [(st.trace.prompt_ids + st.trace.token_ids[:st.position])[-1] for st in starts]
+            mask = torch.cat([mask, torch.ones((len(starts), 1), dtype=mask.dtype, device=self.device)], 1)
+            positions = mask.sum(-1, keepdim=True) - 1
+            ids = torch.tensor(last, dtype=torch.long, device=self.device).unsqueeze(-1)
+            logits, cache = self._forward(ids, mask, positions, cache)
+            self.stats.prompt_tokens += len(starts)
+        else:
+            rows = [st.trace.prompt_ids + st.trace.token_ids[:st.position] for st in starts]
+            width = max(len(r) for r in rows)
+            ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, r in enumerate(rows):
+                ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+                mask[i, width - len(r):] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            positions = (mask.cumsum(-1) - 1).clamp_min(0)
+            logits, cache = self._forward(ids, mask, positions, None)
+            self.stats.prompt_tokens += int(mask.sum())
+        index = torch.arange(len(starts), device=self.device).repeat_interleave(
+            torch.tensor([st.copies for st in starts], device=self.device))
+        self.cache = select_cache(cache, index)
+        self.mask = mask.index_select(0, index)
+        self.next_logits = logits.index_select(0, index)
+        self.live = []
+        for st in starts:
+            t, p = st.trace, st.position
+            for _ in range(st.copies):
+                self.live.append(Trace(
+                    id=self._new_id(), group=t.group, prompt_ids=t.prompt_ids, token_ids=t.token_ids[:p],
+                    entropies=t.entropies[:p], varentropies=t.varentropies[:p], logprobs=t.logprobs[:p],
+                    forced=t.forced[:p], parent=t.id, fork_step=p, extra=copy.deepcopy(t.extra)))
+        self.stats.forks += len(self.live)
+        self.stats.max_active = max(self.stats.max_active, len(self.live))
+
     def _finish(self, trace: Trace, reason: str) -> None:
         trace.finish_reason = reason
         trace.text = self.decode(trace.token_ids, skip_special_tokens=True)
@@ -456,7 +626,8 @@ class Decoder:
             if hook is not None:
                 hook(view)
             if view._halt:
-                for tr in self.live:
+                for r, tr in enumerate(self.live):
+                    self._snapshot(r, tr, len(tr.token_ids))
                     self._finish(tr, "halted")
                 self.live = []
                 break
@@ -476,6 +647,7 @@ class Decoder:
             new_tokens: list[int] = []
             for r, tr in enumerate(self.live):
                 if r in view._stop:
+                    self._snapshot(r, tr, len(tr.token_ids))
                     self._finish(tr, view._stop[r])
                     continue
                 if tr._pending:
@@ -484,7 +656,7 @@ class Decoder:
                     toks = view._fork[r]
                     branches = [(tr, toks[0], False)]
                     for t in toks[1:]:
-                        branches.append((tr.fork(self._new_id(), self.step), t, False))
+                        branches.append((tr.fork(self._new_id(), len(tr.token_ids)), t, False))
                     self.stats.forks += len(toks) - 1
                 else:
                     branches = [(tr, chosen[r], False)]
@@ -497,6 +669,7 @@ class Decoder:
                     self.stats.sampled_tokens += 1
                     reason = self._finish_reason(seq, tok)
                     if reason is not None:
+                        self._snapshot(r, seq, len(seq.token_ids) - 1)
                         self._finish(seq, reason)
                     else:
                         survivors.append(seq)
@@ -505,7 +678,8 @@ class Decoder:
             self.step += 1
             self.live = survivors
             if until is not None and self.live and until(self):
-                for tr in self.live:
+                for r, tr in zip(parents, self.live):
+                    self._snapshot(r, tr, len(tr.token_ids) - 1)
                     self._finish(tr, "halted")
                 self.live = []
             if not self.live:

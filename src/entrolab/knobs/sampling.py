@@ -1,13 +1,21 @@
-"""Sampling knob: which groups of trajectories an update learns from.
+"""Sampling knob: which prompts are sampled, how trajectories are generated, and which groups an update learns from.
 
-A strategy returns a keep-mask over the samples of a rollout batch; the trainer (and the toy harness) drop the rest
-before the advantage knob runs.
+A strategy has three hooks, all optional:
+
+- ``keep(batch) -> (B,) bool``: the samples to learn from; the trainer (and the toy harness) drop the rest before
+  the advantage knob runs (``refill`` asks for more rollout batches, as DAPO does);
+- ``rollout(engine, prompts, examples, n) -> Generation | None``: take over generation — branching/tree rollouts,
+  extra rollouts at a controlled temperature, expert-guided rollouts; ``None`` = plain sampling of ``n`` per prompt;
+- ``select_examples(engine, count) -> list | None``: choose the step's prompts (curricula); ``None`` = the stream.
+
+``engine`` is a ``train.branching.RolloutEngine``; that module's docstring is the contract (rows, groups, trainable
+masks, tree extras). Strategies that branch live in ``knobs/sampling_entropy.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Optional
 
 import torch
 
@@ -26,6 +34,14 @@ class SamplingStrategy(Component):
 
     def keep(self, batch: RolloutBatch) -> torch.Tensor:
         return torch.ones(batch.batch_size, dtype=torch.bool, device=batch.rewards.device)
+
+    def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Optional[Any]:
+        """Generate the step's rows (a ``train.rollout.Generation``), or None for plain sampling (module doc)."""
+        return None
+
+    def select_examples(self, engine: Any, count: int) -> Optional[list]:
+        """The step's ``count`` examples, or None to take the next ones of the trainer's stream."""
+        return None
 
 
 @SAMPLINGS.register("standard")

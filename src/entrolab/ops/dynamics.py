@@ -136,18 +136,15 @@ def entropy_change_from_hidden(
             h0, h1 = hb[s:s + chunk_size], ha[s:s + chunk_size]
             zb = torch.nn.functional.linear(h0, wb, None if bias_before is None else bias_before.float()).double()
             dz = (torch.nn.functional.linear(h1 - h0, wa, db) + torch.nn.functional.linear(h0, dw)).double()
-            pred[s:s + chunk_size] = _predicted_change_f64(zb, dz, temperature).float()
-            act[s:s + chunk_size] = (_entropy_f64(zb + dz, temperature) - _entropy_f64(zb, temperature)).float()
+            # one log-softmax of z_b serves H_b and the prediction −Cov_p(log p, Δz/T)
+            logp_b = torch.log_softmax(zb / temperature, dim=-1)
+            plogp = logp_b.exp() * logp_b
+            d = dz / temperature
+            pred[s:s + chunk_size] = (-((plogp * d).sum(-1) + (-plogp.sum(-1)) * (logp_b.exp() * d).sum(-1))).float()
+            act[s:s + chunk_size] = (_entropy_f64(zb + dz, temperature) + plogp.sum(-1)).float()
     return pred.view(lead), act.view(lead)
 
 
 def _entropy_f64(z: torch.Tensor, temperature: float) -> torch.Tensor:
     logp = torch.log_softmax(z / temperature, dim=-1)
     return -(logp.exp() * logp).sum(-1)
-
-
-def _predicted_change_f64(z: torch.Tensor, dz: torch.Tensor, temperature: float) -> torch.Tensor:
-    logp = torch.log_softmax(z / temperature, dim=-1)
-    p = logp.exp()
-    d = dz / temperature
-    return -((p * logp * d).sum(-1) - (p * logp).sum(-1) * (p * d).sum(-1))

@@ -19,7 +19,8 @@ from ..knobs.base import ConfigError
 
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 LR_SCHEDULES = ("constant", "linear", "cosine")
-TASK_KINDS = ("arithmetic", "countdown", "file")
+TASK_KINDS = ("arithmetic", "countdown", "file", "tool_arithmetic")
+REWARD_SOURCES = ("verifier", "majority_vote")  # label-free sources: train/extras_advantage.py
 
 
 @dataclass
@@ -37,6 +38,9 @@ class ModelConfig:
     """LoRA scaling α."""
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Module names LoRA adapts."""
+    expert: Optional[str] = None
+    """Expert model for guided rollouts (MENTOR): a local HF directory or ``.gguf`` with the policy's tokenizer;
+    None = none (with ``name=tiny``, a second tiny model)."""
 
     def validate(self) -> None:
         _choice("model.dtype", self.dtype, MODEL_DTYPES)
@@ -46,9 +50,11 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     task: str = "arithmetic"
-    """Training data: ``arithmetic`` or ``countdown`` (synthetic, verifiable, from ``seed``) or ``file``."""
+    """Training data: ``arithmetic`` or ``countdown`` (synthetic, verifiable, from ``seed``), ``tool_arithmetic``
+    (large-number arithmetic with a sandboxed calculator tool: multi-turn rollouts, see docs/methods-agentic.md) or
+    ``file``."""
     difficulty: Optional[int] = None
-    """Arithmetic difficulty level (None = the calibrated default, see docs/tasks.md)."""
+    """Arithmetic difficulty level (None = the calibrated default, see docs/tasks.md; tool_arithmetic: 1-3)."""
     path: Optional[str] = None
     """JSONL / Parquet / CSV file or a local HF ``datasets`` directory (with task=file)."""
     prompt_key: str = "prompt"
@@ -63,12 +69,17 @@ class DataConfig:
     """Extra reward for a present \\boxed{} answer."""
     reward_fn: Optional[str] = None
     """User reward function ``module:function`` with signature fn(completion, example) -> float."""
+    reward_source: str = "verifier"
+    """``verifier`` (the task's checker or reward_fn) or ``majority_vote``: label-free TTRL-style pseudo-labels, 1 when
+    a response's \\boxed{} answer is equivalent (math-verify) to its group's most frequent answer, else 0; works with
+    any method (the verifier still gives reward/accuracy)."""
 
     def validate(self) -> None:
         _choice("data.task", self.task, TASK_KINDS)
         if self.task == "file" and not self.path:
             raise ConfigError("data.path is required with data.task=file (a JSONL/Parquet/CSV file or a datasets dir)")
         _min("data.heldout_size", self.heldout_size, 0)
+        _choice("data.reward_source", self.reward_source, REWARD_SOURCES)
 
 
 @dataclass
@@ -167,6 +178,10 @@ class DiagnosticsConfig:
     measure_delta_h: bool = True
     """Measure the actual entropy change on the rollout batch after the update, and the first-order prediction
     −Cov(log π, Δz) from the measured logit change (one extra forward pass)."""
+    delta_h_rows: int = 4
+    """Responses on which the ΔH check runs: up to this many of one group (a different group each step), whose shared
+    prompt is run once; 0 = every response. The check costs a forward pass and V-wide logit evaluations per token,
+    so one group keeps it near 3% of a step."""
     high_entropy_threshold: float = 0.672
     """Entropy (nats) above which a token counts as high-entropy (the 80th percentile in 2506.01939)."""
     law_refit_every: int = 5
@@ -174,6 +189,7 @@ class DiagnosticsConfig:
 
     def validate(self) -> None:
         _min("diagnostics.law_refit_every", self.law_refit_every, 0)
+        _min("diagnostics.delta_h_rows", self.delta_h_rows, 0)
 
 
 @dataclass

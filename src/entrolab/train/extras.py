@@ -206,16 +206,24 @@ def answer_start_positions(tokenizer: Any, response_ids: torch.Tensor, mask: tor
             continue
         pos, marker = min(hits)
         end = pos + (len(marker) if marker == "</think>" else 1)
-        # The first prefix whose decoding reaches `end` characters (binary search over prefix lengths).
-        lo, hi = 1, L
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if len(tokenizer.decode(ids[:mid], skip_special_tokens=False)) >= end:
-                hi = mid
-            else:
-                lo = mid + 1
+        lo = first_prefix_reaching(tokenizer, ids, end)
         out[i] = lo if marker == "</think>" else lo - 1
     return out
+
+
+def first_prefix_reaching(tokenizer: Any, ids: Sequence[int], n_chars: int) -> int:
+    """The smallest k in [1, len(ids)] whose decoded prefix ``ids[:k]`` has at least ``n_chars`` characters (binary
+    search over prefix lengths): token k − 1 is the one that completes character ``n_chars − 1`` of the text. Maps a
+    character offset of a decoded response back to a token (answer markers here, phases and step delimiters in
+    ``extras_advantage``)."""
+    lo, hi = 1, max(1, len(ids))
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(tokenizer.decode(list(ids[:mid]), skip_special_tokens=False)) >= n_chars:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 @ROLLOUT_EXTRAS.register("stage")
@@ -236,3 +244,7 @@ def _evol_rl(ctx: RolloutContext) -> torch.Tensor:
     texts = [t.split("</think>", 1)[-1] for t in ctx.texts]
     ctx.rewards = evol_rl_rewards(ctx.answers(), texts, ctx.batch.group_ids).to(ctx.rewards.dtype)
     return torch.ones(ctx.batch.batch_size)
+
+
+# Providers of the advantage knob (issue 6) and label-free rewards register on import.
+from . import extras_advantage  # noqa: E402,F401

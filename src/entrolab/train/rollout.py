@@ -5,8 +5,8 @@ turns (prompt + response) token ids into per-token log-probs and entropies of th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -15,14 +15,31 @@ from ..ops.entropy import fused_logprobs_entropy
 
 @dataclass
 class Generation:
-    """Token ids of sampled responses. Sequences are ``[left-padded prompt | response | padding]``."""
+    """Token ids of sampled responses. Sequences are ``[left-padded prompt | response | padding]``.
+
+    Plain sampling gives ``n`` rows per prompt, prompt-major. A sampling strategy that takes over generation
+    (``SamplingStrategy.rollout``, see ``train/branching.py``) may return any number of rows and fills the optional
+    fields: ``prompt_index`` (row → index of its prompt/example, for rewards), ``group_ids`` (row → advantage group;
+    default ``prompt_index``), ``trainable`` (the loss mask; default ``response_mask`` — e.g. tool outputs or a
+    re-used prefix are attended but not trained), ``extras`` (``RolloutBatch.extras`` with leading dim B; (B, T, ...)
+    ones are token-aligned) and ``metrics`` (merged into the step's metrics).
+    """
 
     input_ids: torch.Tensor  # (B, P + T)
-    attention_mask: torch.Tensor  # (B, P + T): prompt mask, then 1 up to and including EOS
+    attention_mask: torch.Tensor  # (B, P + T): prompt mask, then 1 on every real response token
     prompt_len: int  # P
     response_ids: torch.Tensor  # (B, T)
-    response_mask: torch.Tensor  # (B, T) float
+    response_mask: torch.Tensor  # (B, T) float: 1 on real response tokens (up to and including EOS)
     truncated: torch.Tensor  # (B,) bool: no EOS within max_new_tokens
+    trainable: Optional[torch.Tensor] = None  # (B, T) float loss mask ⊆ response_mask; None = response_mask
+    prompt_index: Optional[torch.Tensor] = None  # (B,) long; None = prompt-major with equal counts
+    group_ids: Optional[torch.Tensor] = None  # (B,) long; None = prompt_index
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def loss_mask(self) -> torch.Tensor:
+        return self.response_mask if self.trainable is None else self.trainable
 
     @property
     def num_response_tokens(self) -> int:
@@ -88,6 +105,29 @@ def response_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     out = body(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
                position_ids=position_ids[:, :-1], use_cache=False)
     return out.last_hidden_state[:, prompt_len - 1:]
+
+
+def shared_prompt_response_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                                  prompt_len: int) -> torch.Tensor:
+    """``response_hidden`` for rows that share one prompt (the same ids and mask in columns < P, e.g. one group):
+    the prompt runs once and its KV cache is shared, so the cost is P + B·T tokens instead of B·(P + T)."""
+    from ..inference.generate import select_cache
+
+    B, P = input_ids.shape[0], prompt_len
+    if not (torch.equal(input_ids[:, :P], input_ids[:1, :P].expand(B, -1))
+            and torch.equal(attention_mask[:, :P], attention_mask[:1, :P].expand(B, -1))):
+        raise ValueError("shared_prompt_response_hidden: the rows do not share their prompt columns")
+    body, _ = _backbone(model)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    first = body(input_ids=input_ids[:1, :P], attention_mask=attention_mask[:1, :P], position_ids=position_ids[:1, :P],
+                 use_cache=True)
+    last = first.last_hidden_state[:, -1:].expand(B, -1, -1)  # predicts response token 0
+    if input_ids.shape[1] - 1 <= P:
+        return last
+    cache = select_cache(first.past_key_values, torch.zeros(B, dtype=torch.long))
+    rest = body(input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1],
+                position_ids=position_ids[:, P:-1], past_key_values=cache, use_cache=True)
+    return torch.cat([last, rest.last_hidden_state], 1)
 
 
 def lm_head(model) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -588,6 +588,16 @@ def register_task(name: str, factory: Callable[..., Task]) -> None:
     TASKS[name] = factory
 
 
+def _tool_arithmetic(**params: Any) -> Task:
+    """Multi-step arithmetic that needs the calculator tool (``train/tools.py``; imported on use)."""
+    from .tools import ToolArithmeticTask
+
+    return ToolArithmeticTask(**params)
+
+
+register_task("tool_arithmetic", _tool_arithmetic)
+
+
 def build_task(kind: str = DEFAULT_TASK, **params: Any) -> Task:
     """Build a task by registry name (``arithmetic``, ``countdown``, ``file``) with its parameters."""
     try:

@@ -38,7 +38,9 @@ from . import checkpoint as ckpt
 from .config import TrainConfig, config_from_dict
 from .extras import FORWARD_EXTRAS, ForwardContext, RolloutContext, compute_forward_extras, compute_rollout_extras, \
     provided_extras
-from .rollout import Generation, generate, lm_head, policy_logprobs_entropy, response_hidden
+from .extras_advantage import label_free_extras
+from .rollout import Generation, generate, lm_head, policy_logprobs_entropy, response_hidden, \
+    shared_prompt_response_hidden
 from .tracking import JsonlLog, Progress, TensorBoardLog, default_run_dir, write_config
 
 
@@ -108,7 +110,7 @@ class Trainer:
             self.reference = copy.deepcopy(self.model).requires_grad_(False).eval()
 
         task_params: dict[str, Any] = {"seed": c.seed}
-        if c.data.task == "arithmetic" and c.data.difficulty is not None:
+        if c.data.task in ("arithmetic", "tool_arithmetic") and c.data.difficulty is not None:
             task_params["difficulty"] = c.data.difficulty
         if c.data.task == "file":
             task_params = {"path": c.data.path, "prompt_key": c.data.prompt_key, "answer_key": c.data.answer_key,
@@ -122,6 +124,10 @@ class Trainer:
         self.heldout = list(self.task.heldout(c.data.heldout_size)) if c.data.heldout_size else []
         self.data_position = 0
         self._stream: Optional[Iterator] = None
+        self._expert = None  # model.expert, loaded when a sampling strategy asks for it
+        from .branching import IdCounter
+
+        self._ids = IdCounter()  # run-unique trace / tree-node ids of branching rollouts
 
         # Policy parameters, plus any a method component owns (e.g. a learned log-partition head).
         self.params = [p for p in self.model.parameters() if p.requires_grad] + self.objective.parameters()
@@ -202,14 +208,26 @@ class Trainer:
 
     def _rollout(self, timers: dict[str, float]) -> tuple[RolloutBatch, Generation, list, list[str], list[bool], Any]:
         c = self.config
-        examples = self._next_examples(c.optim.prompts_per_step)
+        # Sampling hook (train/branching.py): a strategy may choose the prompts and take over generation.
+        engine = self._rollout_engine()
+        examples = self.objective.sampling.select_examples(engine, c.optim.prompts_per_step)
+        if examples is None:
+            examples = self._next_examples(c.optim.prompts_per_step)
         prompts = [self._format(ex) for ex in examples]
         t = time.perf_counter()
-        gen = generate(self.model, self.tokenizer, prompts, c.rollout.n, c.rollout.temperature, c.rollout.top_p,
-                       self.max_new_tokens)
+        gen = self.objective.sampling.rollout(engine, prompts, examples, c.rollout.n)
+        if gen is None and engine.tools is not None:  # multi-turn tool rollouts, n per prompt
+            from .tools import tool_generate
+
+            gen = tool_generate(engine, prompts, c.rollout.n)
+        if gen is None:
+            gen = generate(self.model, self.tokenizer, prompts, c.rollout.n, c.rollout.temperature, c.rollout.top_p,
+                           self.max_new_tokens)
         timers["generate"] += time.perf_counter() - t
         texts = self._decode(gen)
-        rep_examples = [ex for ex in examples for _ in range(c.rollout.n)]
+        row_prompt = (gen.prompt_index.tolist() if gen.prompt_index is not None
+                      else [i for i in range(len(examples)) for _ in range(c.rollout.n)])
+        rep_examples = [examples[i] for i in row_prompt]
         scored = [self.reward.score(text, ex) for text, ex in zip(texts, rep_examples)]
         rewards = torch.tensor([r for r, _ in scored], dtype=torch.float32)
         correct = [bool(ok) for _, ok in scored]
@@ -219,14 +237,14 @@ class Trainer:
         old_lp, old_ent, hidden = self._forward_in_chunks(gen, self.model, keep_hidden=keep_hidden)
         ref_lp = self._forward_in_chunks(gen, self.reference)[0] if self.reference is not None else None
         timers["old_logprob"] += time.perf_counter() - t
+        group_ids = gen.group_ids if gen.group_ids is not None else torch.tensor(row_prompt, dtype=torch.long)
         batch = RolloutBatch(
-            response_ids=gen.response_ids, response_mask=gen.response_mask, old_logprobs=old_lp, rewards=rewards,
-            group_ids=torch.arange(len(examples)).repeat_interleave(c.rollout.n), old_entropy=old_ent,
-            ref_logprobs=ref_lp, step=self.step_index,
-            extras={"input_ids": gen.input_ids, "attention_mask": gen.attention_mask,
+            response_ids=gen.response_ids, response_mask=gen.loss_mask, old_logprobs=old_lp, rewards=rewards,
+            group_ids=group_ids, old_entropy=old_ent, ref_logprobs=ref_lp, step=self.step_index,
+            extras={**gen.extras, "input_ids": gen.input_ids, "attention_mask": gen.attention_mask,
                     "prompt_id": torch.tensor([stable_id(ex.id) for ex in rep_examples], dtype=torch.long)},
         )
-        if self.objective.engine_extras:
+        if self.objective.engine_extras or c.data.reward_source != "verifier":
             t = time.perf_counter()
             batch = self._rollout_extras(batch, gen, texts, rep_examples, correct)
             timers["old_logprob"] += time.perf_counter() - t
@@ -246,8 +264,48 @@ class Trainer:
         ctx = RolloutContext(batch=batch, texts=texts, examples=examples, correct=correct, objective=self.objective,
                              tokenizer=self.tokenizer, temperature=T, rewards=batch.rewards.clone(),
                              old_logits_fn=old_logits, chunk_rows=self.config.optim.micro_batch_size or 8)
-        extras = compute_rollout_extras(ctx, sorted(self.objective.engine_extras))
+        # A label-free reward source (data.reward_source) runs first: later providers see its rewards/correctness.
+        first = label_free_extras(self.config.data.reward_source)
+        extras = compute_rollout_extras(ctx, first)
+        extras.update(compute_rollout_extras(ctx, sorted(set(self.objective.engine_extras) - set(first))))
         return batch.replace(rewards=ctx.rewards, extras={**batch.extras, **extras})
+
+    def _rollout_engine(self):
+        """What a sampling strategy's ``rollout``/``select_examples`` hooks get (``train/branching.py``)."""
+        from .branching import RolloutEngine
+
+        c = self.config
+
+        def score(texts, examples):
+            out = [self.reward.score(t, ex) for t, ex in zip(texts, examples)]
+            return torch.tensor([r for r, _ in out], dtype=torch.float32), [bool(ok) for _, ok in out]
+
+        return RolloutEngine(model=self.model, tokenizer=self.tokenizer, temperature=c.rollout.temperature,
+                             top_p=c.rollout.top_p, max_new_tokens=self.max_new_tokens, generator=self.generator,
+                             step=self.step_index, score_fn=score, expert_fn=self._expert_model,
+                             examples_fn=self._next_examples, format_fn=self._format, ids=self._ids,
+                             tools=getattr(self.task, "tools", None))
+
+    def _expert_model(self):
+        """The expert of MENTOR-style rollouts (``model.expert``), loaded once; same vocabulary as the policy."""
+        if self._expert is None:
+            from . import models
+
+            name = self.config.model.expert
+            if name is None and self.config.model.name == "tiny":
+                name = "tiny"  # smoke tests: a second tiny model (another seed)
+            if name is None:
+                raise ConfigError("this method needs an expert model: set model.expert to a local HF model "
+                                  "directory (or .gguf) sharing the policy's tokenizer")
+            if name == "tiny":
+                expert, _ = models.tiny_model(seed=self.config.seed + 1)
+            else:
+                expert, _ = models.load_model(name, dtype=self.config.model.dtype)
+            if expert.get_output_embeddings().weight.shape[0] != self.model.get_output_embeddings().weight.shape[0]:
+                raise ConfigError(f"model.expert={name!r} has a different vocabulary size than the policy; "
+                                  "choose an expert with the policy's tokenizer")
+            self._expert = expert.eval().requires_grad_(False)
+        return self._expert
 
     def _decode(self, gen: Generation) -> list[str]:
         ids = gen.response_ids.masked_fill(gen.response_mask == 0, self.tokenizer.pad_token_id)
@@ -260,12 +318,14 @@ class Trainer:
         timers = {"generate": 0.0, "old_logprob": 0.0, "update": 0.0, "diagnostics": 0.0, "eval": 0.0}
         t_step = time.perf_counter()
         batch, gen, examples, texts, correct, hidden = self._rollout(timers)
-        n_generated = [int(gen.response_mask.sum())]
+        n_generated = [int(gen.metrics.get("sampling/generated_tokens", gen.response_mask.sum()))]
+        wanted = batch.batch_size  # rows a step trains on (prompts × n, or what a branching strategy returns)
         metrics: dict[str, Any] = {"step": step}
         metrics["reward/mean"] = float(batch.rewards.mean())
         metrics["reward/accuracy"] = float(np.mean(correct))
         metrics["response/length_mean"] = float(batch.mask.sum(-1).mean())
         metrics["response/truncated_frac"] = float(gen.truncated.float().mean())
+        metrics.update(gen.metrics)
 
         # Sampling knob: drop groups; dynamic sampling generates more batches (DAPO), up to max_gen_batches.
         keep = self.objective.keep(batch)
@@ -273,7 +333,7 @@ class Trainer:
         while int(keep.sum()) < batch.batch_size and tries < c.optim.max_gen_batches \
                 and self.objective.sampling.refill:
             more, gen2, ex2, tx2, cor2, hid2 = self._rollout(timers)
-            n_generated.append(int(gen2.response_mask.sum()))
+            n_generated.append(int(gen2.metrics.get("sampling/generated_tokens", gen2.response_mask.sum())))
             k2 = self.objective.keep(more)
             batch, gen, hidden = self._concat(batch, more, gen, gen2, hidden, hid2)
             examples, texts, correct = examples + ex2, texts + tx2, correct + cor2
@@ -281,7 +341,6 @@ class Trainer:
             tries += 1
         metrics["sampling/kept_frac"] = float(keep.float().mean())
         metrics["sampling/gen_batches"] = tries
-        wanted = c.optim.prompts_per_step * c.rollout.n
         kept_idx = torch.nonzero(keep).flatten()[:wanted]
 
         update_metrics: dict[str, float] = {}
@@ -311,6 +370,7 @@ class Trainer:
         metrics.update(update_metrics)
         metrics.update(diag)
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        metrics["reward/errors"] = float(getattr(self.reward, "errors", 0))  # reward-function exceptions so far
         self._check_finite(update_metrics)
 
         if c.eval.every and ((step + 1) % c.eval.every == 0 or step + 1 == c.optim.steps) and self.heldout:
@@ -373,7 +433,7 @@ class Trainer:
         extras = {k: cat_extra(a.extras[k], b.extras[k]) for k in a.extras if k not in ("input_ids", "attention_mask")}
 
         merged = RolloutBatch(
-            response_ids=ga2.response_ids, response_mask=ga2.response_mask,
+            response_ids=ga2.response_ids, response_mask=cat_tok(a.response_mask, b.response_mask),
             old_logprobs=cat_tok(a.old_logprobs, b.old_logprobs), rewards=torch.cat([a.rewards, b.rewards]),
             group_ids=torch.cat([a.group_ids, b.group_ids + offset]),
             old_entropy=cat_tok(a.old_entropy, b.old_entropy), ref_logprobs=cat_tok(a.ref_logprobs, b.ref_logprobs),
@@ -434,25 +494,41 @@ class Trainer:
         return out
 
     def _delta_h(self, batch: RolloutBatch, hidden_before: torch.Tensor, w_before) -> dict[str, float]:
-        """Predicted (Lemma 1, measured Δz) and actual entropy change on the same states after the update."""
+        """Predicted (Lemma 1, measured Δz) and actual entropy change on the same states after the update, on up to
+        ``diagnostics.delta_h_rows`` responses of one group, a different group each step (deterministic: no random
+        numbers are drawn). Responses to one prompt share it, so the prompt's forward pass runs once."""
+        k = self.config.diagnostics.delta_h_rows
+        if 0 < k < batch.batch_size:
+            groups = torch.unique(batch.group_ids)
+            g = groups[self.step_index % len(groups)]
+            rows = torch.nonzero(batch.group_ids == g).flatten()[:k]
+            batch, hidden_before = batch.select(rows), hidden_before[rows]
         ids, att = batch.extras["input_ids"], batch.extras["attention_mask"]
         P = ids.shape[1] - batch.response_ids.shape[1]
+        # Only the columns these responses use: the batch is padded to its longest response.
+        used = att[:, P:].any(0).nonzero()
+        T = int(used.max()) + 1 if used.numel() else 1
+        ids, att, mask, hidden_before = ids[:, :P + T], att[:, :P + T], batch.mask[:, :T], hidden_before[:, :T]
         size = self.config.optim.micro_batch_size or ids.shape[0]
         with torch.no_grad():
-            hidden_after = torch.cat([response_hidden(self.model, ids[s:s + size], att[s:s + size], P)
-                                      for s in range(0, ids.shape[0], size)])
+            if ids.shape[0] > 1 and torch.equal(ids[:, :P], ids[:1, :P].expand_as(ids[:, :P])) \
+                    and torch.equal(att[:, :P], att[:1, :P].expand_as(att[:, :P])):
+                hidden_after = shared_prompt_response_hidden(self.model, ids, att, P)
+            else:
+                hidden_after = torch.cat([response_hidden(self.model, ids[s:s + size], att[s:s + size], P)
+                                          for s in range(0, ids.shape[0], size)])
+        valid = mask > 0
         w_after, b_after = lm_head(self.model)
-        pred, act = entropy_change_from_hidden(hidden_before, w_before[0], hidden_after, w_after.detach(),
-                                               self.config.rollout.temperature, w_before[1],
-                                               None if b_after is None else b_after.detach())
-        m = batch.mask
-        out = {"dynamics/predicted_delta_H": float(masked_mean(pred, m)),
-               "dynamics/actual_delta_H": float(masked_mean(act, m))}
-        valid = m > 0
-        p, a = pred[valid].double(), act[valid].double()
+        pred, act = entropy_change_from_hidden(hidden_before[valid], w_before[0], hidden_after[valid],
+                                               w_after.detach(), self.config.rollout.temperature, w_before[1],
+                                               None if b_after is None else b_after.detach())  # (valid states,)
+        if pred.numel() == 0:
+            return {}
+        out = {"dynamics/predicted_delta_H": float(pred.mean()), "dynamics/actual_delta_H": float(act.mean())}
+        p, a = pred.double(), act.double()
         if p.numel() > 2 and float(p.std()) > 0 and float(a.std()) > 0:
             out["dynamics/delta_H_token_corr"] = float(torch.corrcoef(torch.stack([p, a]))[0, 1])
-        if p.numel() and float(a.abs().sum()) > 0:
+        if float(a.abs().sum()) > 0:
             # Per-state relative error Σ|pred − act| / Σ|act| (the batch means can cancel; states do not).
             out["dynamics/delta_H_token_rel_err"] = float((p - a).abs().sum() / a.abs().sum())
         return out
@@ -489,10 +565,18 @@ class Trainer:
         c = self.config
         exs = self.heldout[: c.eval.size]
         prompts = [self._format(ex) for ex in exs]
-        greedy = generate(self.model, self.tokenizer, prompts, 1, 1.0, 1.0, self.max_new_tokens, do_sample=False)
+        tools = getattr(self.task, "tools", None)
+        if tools is not None:  # a tool task is evaluated with its tool (train/tools.py)
+            from .tools import tool_generate
+
+            engine = self._rollout_engine()
+            greedy = tool_generate(engine, prompts, 1, tools, greedy=True)
+            sampled = tool_generate(engine, prompts, c.eval.n_samples, tools)
+        else:
+            greedy = generate(self.model, self.tokenizer, prompts, 1, 1.0, 1.0, self.max_new_tokens, do_sample=False)
+            sampled = generate(self.model, self.tokenizer, prompts, c.eval.n_samples, c.rollout.temperature,
+                               c.rollout.top_p, self.max_new_tokens)
         g_ok = [ok for (_, ok) in (self.reward.score(t, ex) for t, ex in zip(self._decode(greedy), exs))]
-        sampled = generate(self.model, self.tokenizer, prompts, c.eval.n_samples, c.rollout.temperature,
-                           c.rollout.top_p, self.max_new_tokens)
         texts = self._decode(sampled)
         oks = [self.reward.score(t, exs[i // c.eval.n_samples])[1] for i, t in enumerate(texts)]
         per_q = [sum(oks[i * c.eval.n_samples:(i + 1) * c.eval.n_samples]) for i in range(len(exs))]

@@ -1,0 +1,412 @@
+"""Agentic sampling: entropy-guided branching after tool calls (ARPO, AEPO-Dong), with their advantage and clip rules.
+
+Both methods run the multi-turn tool environment (``train/tools.py``: ``<tool>PROGRAM</tool>`` → ``<result>...
+</result>`` appended as attended, untrained tokens) on the branching engine (``train/branching.py``) and decide, at
+the first decoding step after each tool observation, whether to fork the trajectory into extra branches. Forks take
+their first token independently from the post-observation distribution, so the branches share everything up to
+and including the observation. A prompt's rows never exceed the global budget ``n`` (= ``rollout.n``); slots that
+branching leaves unused are filled with fresh samples from the prompt.
+
+**Segment entropy** (both methods, released code): for a model segment (the tokens between two observations)
+``H_seg = Σ_{j < min(k, len)} H_j / log|V|`` over its first k = 20 tokens; ``H_init`` is the trajectory's first
+segment, ``ΔH = H_seg − H_init`` for the segment that ended with the tool call just answered (at the first call,
+ΔH = 0). Departure: the code sums −p log p over vLLM's top-10 log-probs of each token; we use the full-vocabulary
+entropy the decoder measures (the top-10 sum is its truncation).
+
+ARPO (Dong et al., 2507.19849; code ``dongguanting/ARPO`` ``vllm_rollout_with_tools.py``, read in a public copy):
+
+    start N = initial_rollouts trajectories per prompt; after each observation, for up to beam_size − 1 extra
+    branches (while the prompt has budget): branch iff clip(U − w·ΔH, 0, 1) ≤ τ,  U ~ U(0, 1)
+
+(the paper writes P_t = α + β·ΔH_t > τ). Defaults from the 7B reasoning script: n = 16, initial_rollouts = 8,
+beam_size = 2, τ = 0.5, w = 0.2. Advantage: GRPO over all rows of a prompt; a token shared by several branches is
+attributed the average advantage of those branches — implicitly ("soft", the default: each row keeps its own
+advantage, and the shared token's summed gradient is the average's) or explicitly ("hard", ``mode="hard"``).
+
+AEPO-Dong (Dong et al., 2510.14545; code read in the AEPO folder of a public ARPO/ATPO copy, ``verl_aepo_entropy``):
+
+- *entropy pre-monitoring*: one tool-using pre-rollout per prompt (discarded) gives H_root (its first segment) and
+  H̄_tool (the mean segment entropy over its segments); the prompt starts with
+  m = clip(⌊n·σ(β·(H_root − H̄_tool))⌋ + 1, 1, n) trajectories, β = 0.5 (code), the rest of the budget is for
+  branching (paper: m = k·σ(β(H_root − H̄_tool)));
+- *branch penalty*: branch iff clip((U + w·ΔH)·max(0, 1 − γ·l), 0, 1) ≥ τ with l the number of consecutive
+  branching decisions on this path, γ = 0.05 (code), w = 0.2, τ = 0.5, beam_size = 2, initial 8 of n = 16 when
+  pre-monitoring is off (the released script runs with it off; the paper's method has it on, our default);
+- *entropy-balanced clipping* (:class:`AEPOEntropyClip`) and *entropy-aware advantage*
+  (:class:`AEPOEntropyAdvantage`), below.
+
+Departures shared by both, with reasons: trajectories decode asynchronously (token-level batches) instead of in
+segment-synchronous rounds, so a prompt's fresh samples are added one per prompt per *decoding pass* (after all of
+its rows finished) rather than per round; AEPO's consecutive-branch count is per path (the paper's wording) where
+the code counts consecutive rounds per prompt; H_root reuses the pre-rollout's first segment instead of a second,
+50-token generation; the tool is entrolab's sandboxed calculator, not a search engine or conda Python.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+import torch
+
+from ..batch import RolloutBatch
+from ..ops.masked import masked_mean
+from .advantage import ADVANTAGES, AdvantageEstimator, GRPOAdvantage, group_statistics
+from .base import ConfigError, check_range
+from .clip import CLIPS, ClipRule, importance_ratio
+from .sampling import SAMPLINGS, SamplingStrategy
+
+if TYPE_CHECKING:  # the decoder is imported lazily: inference imports knobs.base
+    from ..inference.generate import StepView
+
+ENTROPY_TOKENS = 20  # the code's min(20, len) — both methods
+
+
+# ---------------------------------------------------------------------------------------------------- branching
+class _Budget:
+    """Per-prompt row budget of one rollout: rows so far (roots + forks) vs the global budget n."""
+
+    def __init__(self, n: int, groups: int):
+        self.n = n
+        self.rows = [0] * groups
+
+    def remaining(self, g: int) -> int:
+        return self.n - self.rows[g]
+
+
+def _segment_delta(trace: Any, vocab: int, tokens: int) -> float:
+    """ΔH = H(segment that ended with the call just answered) − H(first segment) (module doc)."""
+    from ..train.tools import segment_entropy, tool_state
+
+    st = tool_state(trace)
+    h_init = segment_entropy(trace, 0, st["obs"][0][0], tokens, vocab)
+    h_now = segment_entropy(trace, st["seg_starts"][-2], st["obs"][-1][0], tokens, vocab)
+    return h_now - h_init
+
+
+def _fork_tokens(view: StepView, row: int, k: int) -> list[int]:
+    """``k`` first tokens, drawn independently (with replacement) from the row's next-token distribution."""
+    from ..inference.generate import top_p_mask
+
+    dec = view.decoder
+    logp = view.logprobs[row]
+    if dec.greedy:
+        return [int(logp.argmax())] * k
+    probs = logp.exp()
+    if dec.top_p < 1.0:
+        probs = torch.where(top_p_mask(logp, dec.top_p), probs, torch.zeros_like(probs))
+    gen_device = dec.generator.device if dec.generator is not None else probs.device
+    return [int(t) for t in torch.multinomial(probs.to(gen_device), k, replacement=True, generator=dec.generator)]
+
+
+class AgenticBranching(SamplingStrategy):
+    """Shared rollout of ARPO and AEPO-Dong: tool environment + branch after observations + fill the budget.
+
+    Subclasses set the dataclass fields ``initial_rollouts``, ``beam_size``, ``branch_probability``,
+    ``entropy_weight``, ``entropy_tokens`` and implement :meth:`branch` (one decision) and may override
+    :meth:`initial_counts`.
+    """
+
+    def _check(self, name: str) -> None:
+        if self.initial_rollouts < 1:
+            raise ConfigError(f"{name}.initial_rollouts = {self.initial_rollouts} must be >= 1 (rows started per "
+                              "prompt; rollout.n is the total budget)")
+        if self.beam_size < 1:
+            raise ConfigError(f"{name}.beam_size = {self.beam_size} must be >= 1 (1 = never branch)")
+        check_range(name, "branch_probability", self.branch_probability, lo=0.0, hi=1.0)
+        check_range(name, "entropy_weight", self.entropy_weight, lo=0.0)
+        if self.entropy_tokens < 1:
+            raise ConfigError(f"{name}.entropy_tokens = {self.entropy_tokens} must be >= 1")
+
+    # -- decisions -----------------------------------------------------------------------------------------------------
+    def branch(self, u: float, delta_h: float, trace: Any) -> bool:
+        raise NotImplementedError
+
+    def after_decision(self, trace: Any, branched: bool) -> None:
+        """Update per-path state after a tool step's decisions (AEPO's consecutive-branch count)."""
+
+    def initial_counts(self, engine: Any, tree: Any, prompt_ids: list[list[int]], n: int) -> list[int]:
+        """Rows started per prompt (``tree``: the rollout's branching engine, for pre-rollouts)."""
+        return [min(self.initial_rollouts, n)] * len(prompt_ids)
+
+    def _uniform(self, engine: Any) -> float:
+        return float(torch.rand((), generator=engine.generator)) if engine.generator is not None else float(
+            torch.rand(()))
+
+    def observation_hook(self, engine: Any, budget: _Budget, log: list):
+        """The ``on_observation`` callback of the tool hook: branch each row that just read an observation."""
+
+        def on_observation(view: StepView, rows: list[int]) -> None:
+            vocab = int(view.logits.shape[-1])
+            for r in rows:
+                tr = view.traces[r]
+                g = tr.group
+                dh = _segment_delta(tr, vocab, self.entropy_tokens)
+                copies = 0
+                for _ in range(min(self.beam_size - 1, budget.remaining(g))):
+                    if self.branch(self._uniform(engine), dh, tr):
+                        copies += 1
+                        budget.rows[g] += 1
+                self.after_decision(tr, copies > 0)
+                log.append((tr.id, len(tr.token_ids), dh, copies))
+                if copies:
+                    view.fork(r, _fork_tokens(view, r, copies + 1))
+
+        return on_observation
+
+    # -- the sampling hook ---------------------------------------------------------------------------------------------
+    def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Optional[Any]:
+        from ..train.tools import ToolHook, engine_tools, pack_tool_traces
+
+        env = engine_tools(engine)
+        prompt_ids = engine.encode(prompts)
+        tree = engine.branching()
+        counts = self.initial_counts(engine, tree, prompt_ids, n)
+        budget = _Budget(n, len(prompts))
+        traces: list = []
+        log: list = []
+        pending = list(counts)
+        passes = 0
+        while any(pending):
+            passes += 1
+            for g, c in enumerate(pending):
+                budget.rows[g] += c
+            rows = [g for g, c in enumerate(pending) for _ in range(c)]
+            hook = ToolHook(env, engine.tokenizer, on_observation=self.observation_hook(engine, budget, log))
+            traces += tree.sample([prompt_ids[g] for g in rows], 1, groups=rows, hook=hook)
+            # A prompt whose rows have all finished gets one fresh sample per pass until its budget is spent (code).
+            pending = [1 if budget.remaining(g) > 0 else 0 for g in range(len(prompts))]
+        traces = sorted(traces, key=lambda t: (t.group, t.id))
+        gen = pack_tool_traces(tree, traces, [t.group for t in traces])
+        gen.metrics.update({
+            "sampling/initial_rows_mean": float(sum(counts)) / max(len(counts), 1),
+            "sampling/branches": float(sum(c for *_, c in log)),
+            "sampling/branch_decisions": float(len(log)),
+            "sampling/passes": float(passes),
+        })
+        if log:
+            gen.metrics["sampling/delta_h_mean"] = sum(d for _, _, d, _ in log) / len(log)
+        return gen
+
+
+@SAMPLINGS.register("arpo")
+@dataclass
+class ARPOSampling(AgenticBranching):
+    """ARPO entropy-based adaptive branching after tool calls (Dong et al., 2507.19849; module doc):
+    branch iff clip(U − w·ΔH, 0, 1) ≤ τ, up to ``beam_size`` − 1 extra branches per observation within the budget
+    ``rollout.n``; ``initial_rollouts`` rows started per prompt (capped at n, as the code does). Defaults: the 7B
+    reasoning script (n = 16 there; with a smaller ``rollout.n`` lower ``initial_rollouts`` to keep a budget)."""
+
+    initial_rollouts: int = 8
+    beam_size: int = 2
+    branch_probability: float = 0.5
+    entropy_weight: float = 0.2
+    entropy_tokens: int = ENTROPY_TOKENS
+
+    def __post_init__(self) -> None:
+        self._check("arpo")
+
+    def branch(self, u: float, delta_h: float, trace: Any) -> bool:
+        return min(1.0, max(0.0, u - self.entropy_weight * delta_h)) <= self.branch_probability
+
+
+@SAMPLINGS.register("aepo_dong")
+@dataclass
+class AEPODongSampling(AgenticBranching):
+    """AEPO-Dong entropy-balanced rollout (2510.14545; module doc): entropy pre-monitoring splits the budget
+    (m = clip(⌊n·σ(β·(H_root − H̄_tool))⌋ + 1, 1, n) initial rows), then branch iff
+    clip((U + w·ΔH)·max(0, 1 − γ·l), 0, 1) ≥ τ with l consecutive branching decisions on the path.
+    Defaults (code): β = 0.5, γ = 0.05, w = 0.2, τ = 0.5, beam 2; ``initial_rollouts`` (8) only when
+    ``pre_monitoring`` is off."""
+
+    initial_rollouts: int = 8
+    beam_size: int = 2
+    branch_probability: float = 0.5
+    entropy_weight: float = 0.2
+    entropy_tokens: int = ENTROPY_TOKENS
+    pre_monitoring: bool = True
+    monitor_beta: float = 0.5
+    branch_penalty: float = 0.05
+
+    def __post_init__(self) -> None:
+        self._check("aepo_dong")
+        check_range("aepo_dong", "monitor_beta", self.monitor_beta, lo=0.0)
+        check_range("aepo_dong", "branch_penalty", self.branch_penalty, lo=0.0, hi=1.0)
+
+    def branch(self, u: float, delta_h: float, trace: Any) -> bool:
+        from ..train.tools import tool_state
+
+        streak = tool_state(trace).get("consecutive", 0)
+        p = (u + self.entropy_weight * delta_h) * max(0.0, 1.0 - self.branch_penalty * streak)
+        return min(1.0, max(0.0, p)) >= self.branch_probability
+
+    def after_decision(self, trace: Any, branched: bool) -> None:
+        from ..train.tools import tool_state
+
+        st = tool_state(trace)  # forks copy it after this step, so children inherit the streak
+        st["consecutive"] = st.get("consecutive", 0) + 1 if branched else 0
+
+    @staticmethod
+    def initial_rows(h_root: float, h_tool: float, n: int, beta: float) -> int:
+        """m = clip(⌊n·σ(β·(H_root − H̄_tool))⌋ + 1, 1, n) (code's ``int(n·sigmoid) + 1``)."""
+        return max(1, min(n, int(n / (1.0 + math.exp(-beta * (h_root - h_tool)))) + 1))
+
+    def initial_counts(self, engine: Any, tree: Any, prompt_ids: list[list[int]], n: int) -> list[int]:
+        if not self.pre_monitoring:
+            return super().initial_counts(engine, tree, prompt_ids, n)
+        from ..train.tools import ToolHook, engine_tools, segment_entropy, tool_state
+
+        hook = ToolHook(engine_tools(engine), engine.tokenizer)
+        pre = tree.sample(prompt_ids, 1, groups=list(range(len(prompt_ids))), hook=hook)
+        vocab = _vocab_size(engine)
+        counts = [min(self.initial_rollouts, n)] * len(prompt_ids)
+        for t in pre:
+            st = tool_state(t)
+            bounds = list(st["seg_starts"])
+            ends = [s for s, _ in st["obs"]] + [t.num_tokens]
+            segs = [segment_entropy(t, a, b, self.entropy_tokens, vocab) for a, b in zip(bounds, ends)]
+            counts[t.group] = self.initial_rows(segs[0], sum(segs) / len(segs), n, self.monitor_beta)
+        return counts  # the pre-rollouts are not trained on; their tokens count in sampling/generated_tokens
+
+
+def _vocab_size(engine: Any) -> int:
+    head = engine.model.get_output_embeddings() if hasattr(engine.model, "get_output_embeddings") else None
+    if head is not None and getattr(head, "weight", None) is not None:
+        return int(head.weight.shape[0])
+    return len(engine.tokenizer)
+
+
+# ---------------------------------------------------------------------------------------------------- advantages
+def shared_token_mean(values: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
+    """(B, T): at each valid token, the mean of ``values`` (B,) over the rows that share that token's prefix.
+
+    Sharing comes from ``extras["tree_node"]`` (the branching engine's segment ids: rows holding a node share its
+    tokens) when present; otherwise two rows of one group share token t when their response ids agree on 0..t
+    (identical histories are the same state)."""
+    B, T = batch.response_ids.shape
+    out = torch.zeros((B, T), dtype=torch.float32)
+    v = values.float()
+    node = batch.extras.get("tree_node")
+    if node is not None:
+        node = node.long()
+        valid = batch.mask > 0
+        ids = node[valid]
+        sums: dict[int, float] = {}
+        counts: dict[int, set] = {}
+        for i in range(B):
+            for nd in set(node[i][valid[i]].tolist()):
+                sums[nd] = sums.get(nd, 0.0) + float(v[i])
+                counts.setdefault(nd, set()).add(i)
+        means = torch.tensor([sums[int(n)] / len(counts[int(n)]) for n in ids.tolist()], dtype=torch.float32)
+        out[valid] = means
+        return out
+    ids = batch.response_ids
+    for i in range(B):
+        same = (batch.group_ids == batch.group_ids[i]).nonzero().flatten().tolist()
+        # agree[j, t] = rows i and j have identical ids on 0..t
+        agree = torch.cumprod((ids[same] == ids[i]).long(), dim=1).bool()  # (G, T)
+        cnt = agree.float().sum(0)
+        out[i] = (agree.float() * v[same][:, None]).sum(0) / cnt
+    return out * batch.mask
+
+
+@ADVANTAGES.register("arpo_attribution")
+@dataclass
+class ARPOAdvantage(AdvantageEstimator):
+    """ARPO advantage attribution (2507.19849): GRPO A_i = (R_i − mean_G R)/(std_G R + ε) over all rows of a prompt
+    (roots and branches alike). ``mode="soft"`` (default): every row keeps its own A_i on all its tokens, so a prefix
+    shared by k branches contributes Σ_i A_i·∇log π(shared) — the average advantage, k times, which is how GRPO
+    attributes it implicitly; ``mode="hard"``: each shared token explicitly gets the mean advantage of the rows
+    that share it (:func:`shared_token_mean`), own tokens keep A_i. The two differ only where clipping acts."""
+
+    mode: str = "soft"
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("soft", "hard"):
+            raise ConfigError(f"arpo_attribution.mode = {self.mode!r}; choose 'soft' (each branch keeps its own "
+                              "advantage) or 'hard' (shared tokens get the branches' mean)")
+        check_range("arpo_attribution", "eps", self.eps, lo=0.0)
+
+    def compute(self, batch: RolloutBatch) -> torch.Tensor:
+        if self.mode == "soft":
+            return GRPOAdvantage(eps=self.eps).compute(batch)
+        mean, std, count = group_statistics(batch.rewards, batch.group_ids)
+        seq = torch.where(count > 1, (batch.rewards.float() - mean) / (std + self.eps), torch.zeros_like(mean))
+        return shared_token_mean(seq, batch)
+
+
+@ADVANTAGES.register("aepo_entropy_aware")
+@dataclass
+class AEPOEntropyAdvantage(AdvantageEstimator):
+    """AEPO-Dong entropy-aware advantage (2510.14545): Ã_t = A^Acc·(1 + a·Ĥ_t), A^Acc the GRPO advantage,
+    Ĥ_t = (H_t − mean H)/std H the token entropy standardised over the valid tokens (std 1 when 0), a = 0.2 (the
+    code's constant). Departure: the code standardises the current policy's detached entropy over each micro-batch
+    inside the loss; this uses the rollout policy's entropy (``old_entropy``, equal at the first on-policy update)
+    over the whole rollout batch, once."""
+
+    requires = frozenset({"old_entropy"})
+    coef: float = 0.2
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        check_range("aepo_entropy_aware", "coef", self.coef, lo=0.0)
+        check_range("aepo_entropy_aware", "eps", self.eps, lo=0.0)
+
+    def compute(self, batch: RolloutBatch) -> torch.Tensor:
+        batch.require("old_entropy", who="advantage 'aepo_entropy_aware'")
+        adv = GRPOAdvantage(eps=self.eps).compute(batch)
+        valid = batch.mask > 0
+        h = batch.old_entropy.detach().float()
+        vals = h[valid]
+        if vals.numel() == 0:
+            return adv
+        std = vals.std() if vals.numel() > 1 else torch.tensor(0.0)
+        std = std if float(std) > 0 else torch.tensor(1.0)
+        z = (h - vals.mean()) / std
+        return adv * (1.0 + self.coef * z) * batch.mask
+
+
+# ---------------------------------------------------------------------------------------------------- clip
+@CLIPS.register("aepo_entropy_clip")
+@dataclass
+class AEPOEntropyClip(ClipRule):
+    """AEPO-Dong entropy-balanced clipping (2510.14545; code ``compute_policy_loss_entropy_balanced_clipping``):
+
+        ℓ = max(−A·r, −A·clip(r, 1−ε_l, (1+ε_h)·r/sg(r))),  then min(ℓ, −c·A) where A < 0 (dual clip)
+
+    The value equals PPO-clip's; the gradient weight on ∇log π is F = 1+ε_h where r > 1+ε_h and A > 0 (PPO: 0 —
+    the high-ratio, typically high-entropy, positive tokens keep a bounded gradient), 0 where r < 1−ε_l and A < 0,
+    r elsewhere. Defaults: ε_l = ε_h = 0.2, c = 3 (the AEPO config)."""
+
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    dual_clip: Optional[float] = 3.0
+
+    def __post_init__(self) -> None:
+        check_range("aepo_entropy_clip", "eps_low", self.eps_low, lo=0.0, hi=1.0)
+        check_range("aepo_entropy_clip", "eps_high", self.eps_high, lo=0.0)
+        if self.dual_clip is not None:
+            check_range("aepo_entropy_clip", "dual_clip", self.dual_clip, lo=1.0, lo_open=True)
+
+    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        batch.require("logprobs", "advantages", who="clip rule 'aepo_entropy_clip'")
+        adv = batch.advantages
+        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
+        r = ratio.detach()
+        upper = (1.0 + self.eps_high) * ratio / r  # value 1+ε_h, gradient (1+ε_h)·∇log π
+        clipped = torch.where(r > 1.0 + self.eps_high, upper,
+                              torch.where(r < 1.0 - self.eps_low, torch.full_like(ratio, 1.0 - self.eps_low), ratio))
+        unclipped_loss, clipped_loss = -adv * ratio, -adv * clipped
+        loss = torch.where(clipped_loss > unclipped_loss, clipped_loss, unclipped_loss)
+        masks = {"low": (r < 1.0 - self.eps_low) & (adv < 0), "high": (r > 1.0 + self.eps_high) & (adv > 0)}
+        if self.dual_clip is not None:
+            cap = -adv * self.dual_clip
+            dual = (adv < 0) & (loss > cap)
+            loss = torch.where(dual, cap, loss)
+            masks["dual"] = dual
+        m = batch.mask
+        metrics = {f"clip/frac_{k}": float(masked_mean(v.float(), m)) for k, v in masks.items()}
+        metrics["ratio/mean"] = float(masked_mean(r, m))
+        return loss, metrics
