@@ -9,6 +9,8 @@ import torch
 
 from entrolab.inference.generate import (
     Decoder,
+    cache_kwargs,
+    output_cache,
     entropy_varentropy,
     generate,
     select_cache,
@@ -190,7 +192,7 @@ def test_select_cache_leaves_original_intact(tiny):
     prompt = _prompts(tok)[0]
     with torch.no_grad():
         out = model(torch.tensor([prompt, prompt]), use_cache=True)
-    cache = out.past_key_values
+    cache = output_cache(out)
     before = [layer.keys.clone() for layer in cache.layers]
     sel = select_cache(cache, torch.tensor([1, 1, 0]))
     assert sel.layers[0].keys.shape[0] == 3
@@ -198,7 +200,7 @@ def test_select_cache_leaves_original_intact(tiny):
         assert torch.equal(b, layer.keys)
     # growing the copy does not grow the original
     with torch.no_grad():
-        model(torch.tensor([[5], [6], [7]]), past_key_values=sel, use_cache=True)
+        model(torch.tensor([[5], [6], [7]]), use_cache=True, **cache_kwargs(model, sel))
     assert cache.get_seq_length() == len(prompt) and sel.get_seq_length() == len(prompt) + 1
 
 

@@ -386,3 +386,110 @@ def test_branching_rows_train_in_the_trainer_and_controller_state_resumes(tmp_pa
     assert h is not None and h == pytest.approx(tr2.history[-1]["entropy/mean"])
     resumed = Trainer.resume(tmp_path / "b" / "run")
     assert resumed.objective.sampling.h_prev == h
+
+
+# ------------------------------------------------------------------------------------------ EDGE-GRPO's GEC
+BOX = "\\boxed{"
+ONE, TWO = TOK.tok("1"), TOK.tok("2")
+GEC_EXAMPLES = [Example(id="p", prompt="p", answer="1"), Example(id="q", prompt="q", answer="1")]
+
+
+def _gec_script(hist):
+    """Writes \\boxed{1} (right) or \\boxed{2} (wrong) with p ½ each, then EOS; after a "...here." hint it starts a
+    fresh \\boxed{} answer."""
+    tail = TOK.decode(after_sep(hist, SEP)).rsplit("here.", 1)[-1]
+    if len(tail) < len(BOX):
+        return peaked(V, TOK.tok(BOX[len(tail)]))
+    if len(tail) == len(BOX):
+        return uniform(V, [ONE, TWO])
+    return peaked(V, TOK.tok("}")) if len(tail) == len(BOX) + 1 else peaked(V, EOS)
+
+
+def _gec_engine(seed=0):
+    from entrolab.train.rewards import math_score
+
+    def score(texts, exs):  # the arithmetic / file tasks' verifier: the last \boxed{} must equal the gold answer
+        out = [math_score(t, ex) for t, ex in zip(texts, exs)]
+        return torch.tensor([r for r, _ in out]), [ok for _, ok in out]
+
+    return RolloutEngine(model=ScriptedLM(_gec_script, V, EOS), tokenizer=TOK, temperature=1.0, top_p=1.0,
+                         max_new_tokens=12, generator=torch.Generator().manual_seed(seed), score_fn=score)
+
+
+def _row(gen, i):
+    L = int(gen.response_mask[i].sum())
+    return gen.response_ids[i, :L].tolist(), gen.trainable[i, :L].tolist(), int(gen.extras["fork_pos"][i])
+
+
+def test_edge_gec_rewrites_only_wrong_responses_with_the_card_injections():
+    from entrolab.knobs.sampling_gec import ANSWER, ANSWER_HINT, HINT, KEEP, REGENERATE
+    from entrolab.train.rewards import countdown_score, math_score
+
+    gen = build("edge_gec").rollout(_gec_engine(seed=0), PROMPTS, GEC_EXAMPLES, 8)
+    act = gen.extras["gec_action"].tolist()
+    assert gen.input_ids.shape[0] == 16 and gen.group_ids.tolist() == [0] * 8 + [1] * 8  # G unchanged, same groups
+    assert set(act) == {KEEP, REGENERATE, ANSWER}  # seed 0 gives all three
+    hint, inject = TOK.encode(HINT), TOK.encode(ANSWER_HINT.format(answer="1")) + [EOS]
+    for i, a in enumerate(act):
+        ids, train, k = _row(gen, i)
+        text = TOK.decode(ids, skip_special_tokens=True)
+        if a == KEEP:  # kept rows were right, untouched and trained as sampled
+            assert text == BOX + "1}" and int(gen.extras["tree_depth"][i]) == 0 and train == [1.0] * len(ids)
+            continue
+        # rewritten rows were wrong: the wrong answer (its EOS dropped) is context only
+        assert TOK.decode(ids[:k]) == BOX + "2}" and int(gen.extras["tree_depth"][i]) == 1
+        assert train[:k] == [0.0] * k and train[k:] == [1.0] * (len(ids) - k)  # injection + continuation trained
+        if a == REGENERATE:
+            cont = TOK.decode(ids[k + len(hint):])
+            assert ids[k:k + len(hint)] == hint and cont in (BOX + "1}<eos>", BOX + "2}<eos>")
+        else:
+            assert ids[k:] == inject and math_score(text, GEC_EXAMPLES[i // 8]) == (1.0, True)  # now right
+    assert gen.metrics["sampling/gec_regenerated"] == act.count(REGENERATE)
+    # train_injected=False: same rows (the option draws nothing), only sampled continuation tokens are trained
+    only = build("edge_gec", train_injected=False).rollout(_gec_engine(seed=0), PROMPTS, GEC_EXAMPLES, 8)
+    assert torch.equal(only.response_ids, gen.response_ids)
+    for i, a in enumerate(act):
+        ids, train, k = _row(only, i)
+        end = 0 if a == KEEP else k + len(hint) if a == REGENERATE else len(ids)  # prefix + injection: [0, end)
+        assert train == [0.0] * end + [1.0] * (len(ids) - end)
+    # the injected answer also satisfies the Countdown verifier (its gold answer is an expression)
+    ex = Example(id="c", prompt="", answer="(3 + 4) * 2", meta={"numbers": [3, 4, 2], "target": 14})
+    assert countdown_score("\\boxed{3 + 4}" + ANSWER_HINT.format(answer=ex.answer), ex)[1]
+
+
+def test_edge_gec_split_follows_the_seeded_generator():
+    from entrolab.knobs.sampling_gec import ANSWER, KEEP, REGENERATE
+
+    correct = [True, False] * 200
+    acts = build("edge_gec").choose(correct, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)  # one uniform per wrong row, in order; none for right rows
+    assert acts == [KEEP if ok else REGENERATE if float(torch.rand((), generator=g)) < 0.5 else ANSWER
+                    for ok in correct]
+    assert 0.4 < acts.count(REGENERATE) / 200 < 0.6
+    assert set(build("edge_gec", p_regenerate=0.0).choose(correct, g)) == {KEEP, ANSWER}
+    assert set(build("edge_gec", p_regenerate=1.0).choose(correct, g)) == {KEEP, REGENERATE}
+    # the rollout draws from engine.generator only: the global RNG does not matter, the engine's seed does
+    strat, seen = build("edge_gec"), []
+    choose = strat.choose
+    strat.choose = lambda c, generator: seen.append(generator) or choose(c, generator)
+    outs = []
+    for global_seed, seed in ((0, 5), (1, 5), (0, 6)):
+        torch.manual_seed(global_seed)
+        eng = _gec_engine(seed=seed)
+        outs.append(strat.rollout(eng, PROMPTS, GEC_EXAMPLES, 8))
+        assert seen[-1] is eng.generator
+    same = [torch.equal(outs[0].response_ids, o.response_ids) and torch.equal(outs[0].extras["gec_action"],
+                                                                              o.extras["gec_action"]) for o in outs]
+    assert same == [True, True, False]
+    with pytest.raises(ConfigError):
+        build("edge_gec", p_regenerate=1.5)
+
+
+def test_edge_grpo_runs_gec_in_the_trainer(tmp_path, tiny_reward):
+    from entrolab.train.trainer import Trainer
+
+    obj = methods.build("edge_grpo")
+    assert obj.sampling.name == "edge_gec" and obj.advantage.name == "edge_grpo"
+    m = Trainer(_config(tmp_path, "edge_grpo")).step()
+    assert m["sampling/rows"] == 4 and m["sampling/gec_regenerated"] + m["sampling/gec_answer_injected"] > 0
+    assert math.isfinite(m["loss/total"]) and m["update/steps"] == 2

@@ -42,6 +42,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from ..inference.generate import cache_kwargs, output_cache
 from ..ops.dynamics import predicted_entropy_change
 from .stats import pearson, spearman
 
@@ -169,7 +170,7 @@ def _sample(model, prompt_ids: list[list[int]], group_size: int, max_new_tokens:
     ids, att = ids.to(device), att.to(device)
     pos = (att.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True)
-    past, logits, last_pos = out.past_key_values, out.logits[:, -1], pos[:, -1:]
+    past, logits, last_pos = output_cache(out), out.logits[:, -1], pos[:, -1:]
     alive = torch.ones(len(rows), dtype=torch.bool)
     eos_t = torch.tensor(sorted(eos), dtype=torch.long)
     toks, mask = [], []
@@ -185,8 +186,8 @@ def _sample(model, prompt_ids: list[list[int]], group_size: int, max_new_tokens:
         att = torch.cat([att, torch.ones_like(att[:, :1])], dim=1)
         last_pos = last_pos + 1
         out = model(input_ids=nxt[:, None].to(device), attention_mask=att, position_ids=last_pos,
-                    past_key_values=past, use_cache=True)
-        past, logits = out.past_key_values, out.logits[:, -1]
+                    use_cache=True, **cache_kwargs(model, past))
+        past, logits = output_cache(out), out.logits[:, -1]
     resp = torch.stack(toks, dim=1)  # (B, L)
     m = torch.stack(mask, dim=1).float()
     groups = []

@@ -97,13 +97,17 @@ register_method(Method(
 ))
 
 register_method(Method(
-    name="edge_grpo", title="EDGE-GRPO: entropy-driven advantage", arxiv="2507.21848",
-    sets={"advantage": "edge_grpo"},
-    entropy_effect="confident (low-entropy) responses get larger advantages, uncertain ones smaller; the paper reports "
-                   "maintained entropy (with GEC)",
-    evidence="approximate — EDA only: Guided Error Correction (regenerating wrong responses with a hint or the "
-             "ground truth) is not implemented; P_i carries no gradient",
-    notes="Â = A/(P/mean_batch P), P the mean token entropy of the response; GRPO with ε = 1e-4, β = 0, G = 8 (code).",
+    name="edge_grpo", title="EDGE-GRPO: entropy-driven advantage + guided error correction", arxiv="2507.21848",
+    sets={"advantage": "edge_grpo", "sampling": "edge_gec"},
+    entropy_effect="confident (low-entropy) responses get larger advantages, uncertain ones smaller; GEC diversifies "
+                   "groups; the paper reports maintained entropy",
+    evidence="approximate — P_i carries no gradient; GEC's worked-solution half injects the gold answer instead (our "
+             "tasks have no solutions); the wrong prefix of a rewritten response is context, not trained (the code "
+             "trains it); no 256-token prompt guard, continuation budget = rollout.max_new_tokens (code 256)",
+    notes="EDA: Â = A/(P/mean_batch P), P the mean token entropy of the response; GRPO with ε = 1e-4, β = 0, G = 8 "
+          "(code). GEC (edge_gec): each wrong response, with p 0.5, gets \" Wait! Something is wrong here.\" and a "
+          "new continuation, else \"...the correct answer is \\boxed{gt}.\" + EOS; injected text trained "
+          "(train_injected).",
 ))
 
 register_method(Method(

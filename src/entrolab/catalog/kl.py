@@ -51,13 +51,13 @@ register_method(Method(
 register_method(Method(
     name="sent", title="SENT: KL on low-entropy tokens, stronger on their high-covariance subset",
     arxiv="2512.04359",
-    sets={"kl": "sent_kl"},
+    sets={"kl": "sent_kl", "sampling": "semantic_entropy_curriculum"},
     entropy_effect="anchors confident tokens, and most strongly the high-covariance ones that drive entropy down "
                    "(the central paper's entropy sink), leaving forking tokens free",
     evidence="approximate — formulas not released: k3 reference KL (β 1e-3) on tokens below the response's 0.8 "
              "entropy quantile plus KL-Cov (k 2e-3, β 1, abs(log π_θ − log π_old)) on their top-covariance subset",
-    notes="The semantic-entropy curriculum (low-to-high SE prompt ordering in stages) is a sampling-knob concern "
-          "and is not part of this preset.",
+    notes="With its semantic-entropy curriculum (prompts served from low to high semantic entropy in stages, the "
+          "sampling knob's semantic_entropy_curriculum; `entropy_curriculum` is the curriculum alone).",
     # toy: k = 2e-3 selects max(1, ⌊0.002·64⌋) = 1 token of a toy mini-batch (64 tokens); 0.1 selects 6.
     toy_overrides={"kl.cov_k": 0.1},
 ))

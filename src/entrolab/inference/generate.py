@@ -11,7 +11,8 @@ At each step t and for each live sequence, with z_t the next-token logits and T 
 temperature-scaled full-vocabulary distribution, as everywhere in entrolab; top-p only restricts what is *sampled*.
 
 The loop works on any Hugging Face causal LM: it calls ``model(input_ids=, attention_mask=, position_ids=,
-past_key_values=, use_cache=True)`` and reads ``.logits`` and ``.past_key_values``. Prompts are left-padded; the
+cache=, use_cache=True)`` (``past_key_values=`` before transformers 5, see ``cache_kwargs``) and reads ``.logits``
+and the returned cache. Prompts are left-padded; the
 attention mask grows by one column per step and position ids are ``(number of real tokens so far) − 1`` per row,
 exactly as ``transformers`` ``generate`` derives them from the mask, so greedy decoding matches ``generate`` token for
 token.
@@ -33,6 +34,7 @@ Randomness comes only from the ``torch.Generator`` passed in, so a seeded run is
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
@@ -112,6 +114,26 @@ def top_p_mask(logp: torch.Tensor, top_p: float) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------------
 # KV cache handling
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """The keyword a model's forward takes its KV cache under: ``cache`` (transformers ≥ 5.x, where
+    ``past_key_values`` is deprecated) or ``past_key_values`` (earlier versions)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    key = _CACHE_KEY.get(type(base))
+    if key is None:
+        params = inspect.signature(type(base).forward).parameters
+        key = _CACHE_KEY[type(base)] = "cache" if "cache" in params else "past_key_values"
+    return {key: cache}
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache of a model output, under either name (see :func:`cache_kwargs`)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+_CACHE_KEY: dict[type, str] = {}
 
 
 def select_cache(cache: Any, index: torch.Tensor) -> Any:
@@ -436,9 +458,9 @@ class Decoder:
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any):
         with torch.no_grad():
             out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                             past_key_values=cache, use_cache=True)
+                             use_cache=True, **cache_kwargs(self.model, cache))
         self.stats.forward_calls += 1
-        return out.logits[:, -1, :].float(), out.past_key_values
+        return out.logits[:, -1, :].float(), output_cache(out)
 
     # -- prefill -------------------------------------------------------------------------------------------------------
     def prefill(self, prompts: Sequence[Sequence[int]], num_return_sequences: int = 1,

@@ -498,8 +498,8 @@ class EDGEGRPOAdvantage(AdvantageEstimator):
 
     so confident (low-entropy) responses get larger |Â| and uncertain ones smaller. Departures: P_i is the rollout
     policy's entropy, computed once and without gradient (the code keeps P_i's gradient, detaching only the batch
-    mean); Guided Error Correction (GEC: regenerating wrong responses with an injected hint or the ground-truth
-    solution) is not implemented.
+    mean). Guided Error Correction (GEC), the paper's other half, is the sampling strategy ``edge_gec``
+    (``knobs/sampling_gec.py``); the catalog entry ``edge_grpo`` sets both.
     """
 
     requires = frozenset({"old_entropy"})

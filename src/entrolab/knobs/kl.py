@@ -349,8 +349,8 @@ class SENTKL(KLPenalty):
     them — the top ⌊k·N⌋ (at least one) low-entropy tokens by Cov(y_i) (Eq. 10 of 2505.22617, current detached
     log-probs, N the valid tokens) — additionally gets KL-Cov's β_cov·|log π_θ − log π_old| with k = 2e-3,
     β_cov = 1 (the scripts are named ``low_entropy_kl_cov``). The KL-Cov part acts off-policy only. SENT's other
-    half, a semantic-entropy curriculum that orders prompts from low to high SE, is a sampling-knob concern (not
-    here).
+    half, a semantic-entropy curriculum that orders prompts from low to high SE, is the sampling knob's
+    ``semantic_entropy_curriculum`` (the ``sent`` preset sets both).
     """
 
     requires = frozenset({"logprobs", "ref_logprobs", "advantages", "entropy"})

@@ -481,7 +481,7 @@ class ExpertMixer:
         self.weights: list[float] = []
 
     def _advance(self, traces: list) -> None:
-        from ..inference.generate import select_cache
+        from ..inference.generate import cache_kwargs, output_cache, select_cache
 
         dev = next(self.expert.parameters()).device
         if self.cache is None:
@@ -494,7 +494,7 @@ class ExpertMixer:
             pos = (mask.cumsum(-1) - 1).clamp_min(0)
             with torch.no_grad():
                 out = self.expert(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                                  past_key_values=None, use_cache=True)
+                                  use_cache=True)
             self.mask = mask.to(dev)
         else:
             idx = torch.tensor([self.rows[t.id] for t in traces], device=dev)
@@ -504,9 +504,9 @@ class ExpertMixer:
             ids = torch.tensor([[t.token_ids[-1]] for t in traces], device=dev)
             with torch.no_grad():
                 out = self.expert(input_ids=ids, attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
-                                  past_key_values=cache, use_cache=True)
+                                  use_cache=True, **cache_kwargs(self.expert, cache))
             self.mask = mask
-        self.cache = out.past_key_values
+        self.cache = output_cache(out)
         self.logits = out.logits[:, -1, :].float()
         self.rows = {t.id: i for i, t in enumerate(traces)}
 

@@ -111,7 +111,7 @@ def shared_prompt_response_hidden(model, input_ids: torch.Tensor, attention_mask
                                   prompt_len: int) -> torch.Tensor:
     """``response_hidden`` for rows that share one prompt (the same ids and mask in columns < P, e.g. one group):
     the prompt runs once and its KV cache is shared, so the cost is P + B·T tokens instead of B·(P + T)."""
-    from ..inference.generate import select_cache
+    from ..inference.generate import cache_kwargs, output_cache, select_cache
 
     B, P = input_ids.shape[0], prompt_len
     if not (torch.equal(input_ids[:, :P], input_ids[:1, :P].expand(B, -1))
@@ -124,9 +124,9 @@ def shared_prompt_response_hidden(model, input_ids: torch.Tensor, attention_mask
     last = first.last_hidden_state[:, -1:].expand(B, -1, -1)  # predicts response token 0
     if input_ids.shape[1] - 1 <= P:
         return last
-    cache = select_cache(first.past_key_values, torch.zeros(B, dtype=torch.long))
+    cache = select_cache(output_cache(first), torch.zeros(B, dtype=torch.long))
     rest = body(input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1],
-                position_ids=position_ids[:, P:-1], past_key_values=cache, use_cache=True)
+                position_ids=position_ids[:, P:-1], use_cache=True, **cache_kwargs(body, cache))
     return torch.cat([last, rest.last_hidden_state], 1)
 
 

@@ -1,0 +1,128 @@
+"""EDGE-GRPO's Guided Error Correction (GEC), the sampling half of EDGE-GRPO (arXiv 2507.21848; ZhangXJ199/EDGE-GRPO
+``trl_edge/trainer/grpo_aha_trainer.py::_generate_and_score_completions``). The advantage half, EDA, is the
+``edge_grpo`` estimator in ``knobs/advantage_entropy.py``; the catalog entry ``edge_grpo`` sets both.
+
+It uses the sampling hook of ``knobs/sampling.py`` and the branching engine of ``train/branching.py`` (whose
+docstring is the contract for rows, ``trainable`` masks and tree extras).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+
+from .base import ConfigError, check_range
+from .sampling import SAMPLINGS, SamplingStrategy
+
+HINT = " Wait! Something is wrong here."
+ANSWER_HINT = "\nWait! Something is wrong here. After verification, the correct answer is \\boxed{{{answer}}}."
+KEEP, REGENERATE, ANSWER = 0, 1, 2  # ``extras['gec_action']`` per row
+
+
+@SAMPLINGS.register("edge_gec")
+@dataclass
+class EDGEGuidedErrorCorrection(SamplingStrategy):
+    """EDGE-GRPO Guided Error Correction, GEC (arXiv 2507.21848; code ``grpo_aha_trainer.py``).
+
+    Sample ``n`` responses per prompt and score them once (``engine.score``: the task's verifier). Every response
+    that is not correct (the code: reward ≠ 2, i.e. format and accuracy not both right) is rewritten, the branch drawn
+    from ``engine.generator`` (one uniform per wrong row, in row order — reproducible and resumable):
+
+    - with probability ``p_regenerate`` (0.5): append ``" Wait! Something is wrong here."`` and sample a new
+      continuation after it (KV cache of the response re-used; at most ``continuation_tokens`` new tokens);
+    - otherwise: append ``"\\nWait! Something is wrong here. After verification, the correct answer is
+      \\boxed{gt}."`` (gt = ``example.answer``) and end the response (EOS). The code picks, with probability 0.5
+      each, this answer injection or replacing the response by the dataset's worked solution; our tasks carry no
+      worked solutions, so both halves of this branch are the answer injection (no second draw is made).
+
+    The response's own EOS is dropped before the injection (the code decodes without special tokens). Rows keep
+    their prompt's group, so the group size stays ``n``; the trainer scores the final rows as usual.
+
+    Loss mask (``trainable``), where the code trains the whole rewritten completion:
+
+    - the original response before the injection is context only (0): it was sampled and judged wrong, and the code
+      would credit it with the rewritten row's (often positive) advantage;
+    - the injected text (and the EOS closing an answer injection) is trained when ``train_injected`` (default
+      True): the guided correction is learned through it — without it an answer-injected row carries no gradient
+      at all and only shifts its group's statistics, and the "Wait!" cue is what the paper wants the model to take
+      up. It is not sampled from the policy (``extras['gec_action']`` marks the rows, ``Trace.forced`` the tokens);
+      ``train_injected=False`` trains only the sampled continuation;
+    - the new continuation is trained (1); rows that were correct are kept and trained as sampled.
+
+    Departures: the code runs GEC only when the batch's padded prompt is shorter than 256 tokens, and gives the
+    continuation 256 new tokens (first pass 1024); here it always runs, and ``continuation_tokens`` defaults to
+    ``rollout.max_new_tokens``. GEC reads the gold answer, so it is not label-free.
+    """
+
+    p_regenerate: float = 0.5
+    continuation_tokens: Optional[int] = None
+    train_injected: bool = True
+
+    def __post_init__(self) -> None:
+        check_range("edge_gec", "p_regenerate", self.p_regenerate, lo=0.0, hi=1.0)
+        if self.continuation_tokens is not None:
+            check_range("edge_gec", "continuation_tokens", self.continuation_tokens, lo=1)
+
+    def choose(self, correct: Sequence[bool], generator: Optional[torch.Generator]) -> list[int]:
+        """The action of each row: KEEP for correct ones; for each wrong one (in order) one uniform u from
+        ``generator``: REGENERATE if u < ``p_regenerate``, else ANSWER."""
+        out = []
+        for ok in correct:
+            if ok:
+                out.append(KEEP)
+            else:
+                u = float(torch.rand((), generator=generator))
+                out.append(REGENERATE if u < self.p_regenerate else ANSWER)
+        return out
+
+    def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Any:
+        tree = engine.branching()
+        roots = tree.sample(prompts, n, groups=list(range(len(prompts))))
+        _, correct = engine.score([t.text for t in roots], [examples[t.group] for t in roots])
+        actions = self.choose(correct, engine.generator)
+        eos = getattr(engine.tokenizer, "eos_token_id", None)
+        budget = self.continuation_tokens or engine.max_new_tokens
+        plans: dict[int, tuple[list[int], int, str]] = {}  # root id → (tokens to inject, length limit, stop reason)
+        requests = []
+        for t, act in zip(roots, actions):
+            if act == KEEP:
+                continue
+            pos = t.num_tokens - 1 if t.finish_reason == "eos" else t.num_tokens  # drop the response's EOS
+            if act == REGENERATE:
+                toks = engine.encode([HINT])[0]
+                plans[t.id] = (toks, pos + len(toks) + budget, "length")
+            else:
+                answer = getattr(examples[t.group], "answer", None)
+                if answer is None:
+                    raise ConfigError("edge_gec needs examples with a gold 'answer' to inject")
+                toks = engine.encode([ANSWER_HINT.format(answer=answer)])[0] + ([int(eos)] if eos is not None else [])
+                plans[t.id] = (toks, pos + len(toks), "hook")
+            requests.append((t, pos, 1))
+        started: set[int] = set()
+
+        def inject(view: Any) -> None:
+            for r, tr in enumerate(view.traces):
+                toks, limit, reason = plans[tr.parent]
+                if tr.id not in started:
+                    started.add(tr.id)
+                    view.force(r, toks)
+                elif len(tr.token_ids) >= limit:
+                    view.stop(r, reason)
+
+        kids = tree.fork(requests, hook=inject, max_new_tokens=max(p[1] for p in plans.values())) if requests else []
+        by_root = {k.parent: k for k in kids}
+        traces = [by_root.get(t.id, t) for t in roots]
+        inj = float(self.train_injected)
+        trainable = [[0.0 if t.parent is not None and j < t.fork_step else (inj if t.forced[j] else 1.0)
+                      for j in range(t.num_tokens)] for t in traces]
+        gen = tree.pack(traces, [t.group for t in traces], trainable=trainable)
+        gen.extras["gec_action"] = torch.tensor(actions, dtype=torch.long)
+        wrong = sum(a != KEEP for a in actions)
+        gen.metrics = {"sampling/rows": float(len(traces)),
+                       "sampling/gec_first_pass_accuracy": 1.0 - wrong / max(1, len(actions)),
+                       "sampling/gec_regenerated": float(sum(a == REGENERATE for a in actions)),
+                       "sampling/gec_answer_injected": float(sum(a == ANSWER for a in actions)),
+                       "sampling/generated_tokens": float(tree.tokens_spent())}
+        return gen
