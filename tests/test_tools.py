@@ -18,7 +18,6 @@ from entrolab import methods
 from entrolab.batch import RolloutBatch
 from entrolab.knobs.advantage import ADVANTAGES
 from entrolab.knobs.base import ConfigError
-from entrolab.knobs.clip import CLIPS
 from entrolab.knobs.sampling import SAMPLINGS
 from entrolab.knobs.sampling_agentic import AEPODongSampling, ARPOSampling, shared_token_mean
 from entrolab.train.branching import RolloutEngine
@@ -324,9 +323,10 @@ def test_aepo_clip_keeps_ppo_values_and_a_bounded_high_gradient():
     old = torch.full_like(r, -3.0)
     logp = (old + r.log()).requires_grad_(True)
     b = make_batch([8], old_logprobs=old, rewards=[0.0], group_ids=[0], logprobs=logp, advantages=A)
-    loss, metrics = CLIPS.build("aepo_entropy_clip").pg_loss(b)
-    # values: PPO's, with the dual cap −c·A = 3 on token 5
-    torch.testing.assert_close(loss.detach(), torch.tensor([[-1.2, -0.5, 0.8, 1.5, -1.1, 3.0, 2.0, -1.2]]))
+    clip = methods.build("aepo_dong").clip  # CE-GPPO with β_low = 0, β_high = 1, dual clip 3
+    loss, metrics = clip.pg_loss(b)
+    # values: PPO's, with the dual cap −c·A = 3 on token 5; β_low = 0 makes the low-clipped token 2 read 0 (PPO: 0.8)
+    torch.testing.assert_close(loss.detach(), torch.tensor([[-1.2, -0.5, 0.0, 1.5, -1.1, 3.0, 2.0, -1.2]]))
     loss.sum().backward()
     # dℓ/dlog π: (1+ε)·(−A) on high positive tokens 0 and 7 (PPO: 0), 0 on the low negative token 2 and the dual
     # token 5, −A·r elsewhere
@@ -339,8 +339,6 @@ def test_bad_agentic_configs_name_the_field():
         SAMPLINGS.build("arpo", {"initial_rollouts": 0})
     with pytest.raises(ConfigError, match=r"aepo_dong\.branch_penalty"):
         SAMPLINGS.build("aepo_dong", {"branch_penalty": 2.0})
-    with pytest.raises(ConfigError, match=r"aepo_entropy_clip\.eps_low"):
-        CLIPS.build("aepo_entropy_clip", {"eps_low": 1.5})
     with pytest.raises(TaskError, match="tool_arithmetic difficulty must be one of"):
         build_task("tool_arithmetic", difficulty=9)
 

@@ -28,7 +28,10 @@ register_method(Method(
 ))
 register_method(Method(
     name="aepo_dong", title="AEPO (Dong et al.): agentic entropy-balanced policy optimisation", arxiv="2510.14545",
-    sets={"sampling": "aepo_dong", "advantage": "aepo_entropy_aware", "clip": "aepo_entropy_clip"},
+    sets={"sampling": "aepo_dong", "advantage": "aepo_entropy_aware",
+          # entropy-balanced clipping: PPO's clip with a kept (1+ε_h)-weighted gradient on high-ratio positive
+          # tokens and none on low-ratio negative ones = CE-GPPO's rule with β_low = 0, β_high = 1
+          "clip": {"name": "ce_gppo", "beta_low": 0.0, "beta_high": 1.0, "dual_clip": 3.0}},
     entropy_effect="balances entropy: budget split by pre-monitored root vs tool-step entropy, penalised "
                    "consecutive branching, and high-ratio positive tokens keep a bounded gradient",
     evidence="approximate — β 0.5, γ 0.05, a 0.2, ε 0.2/0.2, c 3 read in the released AEPO code, which ships with "
@@ -36,5 +39,6 @@ register_method(Method(
              "prompt and round); entropy-aware advantage standardised over the rollout batch with the rollout "
              "policy's entropy (code: per micro-batch, current policy); H_root from the pre-rollout's first segment",
     notes="m = clip(⌊n·σ(β(H_root − H̄_tool))⌋ + 1, 1, n) initial rows; branch iff clip((U + w·ΔH)(1 − γ·l)) ≥ τ; "
-          "Ã = A·(1 + a·Ĥ); ℓ = max(−A·r, −A·clip(r, 1−ε_l, (1+ε_h)·r/sg(r))), dual clip 3.",
+          "Ã = A·(1 + a·Ĥ); ℓ = max(−A·r, −A·clip(r, 1−ε_l, (1+ε_h)·r/sg(r))), dual clip 3 (as ce_gppo with "
+          "β_low 0, β_high 1: the same gradients; the loss value of low-clipped negative tokens reads 0).",
 ))

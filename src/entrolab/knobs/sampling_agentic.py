@@ -32,7 +32,9 @@ AEPO-Dong (Dong et al., 2510.14545; code read in the AEPO folder of a public ARP
 - *branch penalty*: branch iff clip((U + w·ΔH)·max(0, 1 − γ·l), 0, 1) ≥ τ with l the number of consecutive
   branching decisions on this path, γ = 0.05 (code), w = 0.2, τ = 0.5, beam_size = 2, initial 8 of n = 16 when
   pre-monitoring is off (the released script runs with it off; the paper's method has it on, our default);
-- *entropy-balanced clipping* (:class:`AEPOEntropyClip`) and *entropy-aware advantage*
+- *entropy-balanced clipping*: PPO-clip's value, with a gradient weight 1+ε_h (PPO: 0) on high-ratio positive
+  tokens and 0 on low-ratio negative ones — exactly the gradient of CE-GPPO's rule (``ce_gppo`` in ``knobs/clip.py``)
+  with β_low = 0, β_high = 1, which the ``aepo_dong`` preset uses (c = 3); and *entropy-aware advantage*
   (:class:`AEPOEntropyAdvantage`), below.
 
 Departures shared by both, with reasons: trajectories decode asynchronously (token-level batches) instead of in
@@ -51,10 +53,8 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 
 from ..batch import RolloutBatch
-from ..ops.masked import masked_mean
 from .advantage import ADVANTAGES, AdvantageEstimator, GRPOAdvantage, group_statistics
 from .base import ConfigError, check_range
-from .clip import CLIPS, ClipRule, importance_ratio
 from .sampling import SAMPLINGS, SamplingStrategy
 
 if TYPE_CHECKING:  # the decoder is imported lazily: inference imports knobs.base
@@ -366,47 +366,3 @@ class AEPOEntropyAdvantage(AdvantageEstimator):
         std = std if float(std) > 0 else torch.tensor(1.0)
         z = (h - vals.mean()) / std
         return adv * (1.0 + self.coef * z) * batch.mask
-
-
-# ---------------------------------------------------------------------------------------------------- clip
-@CLIPS.register("aepo_entropy_clip")
-@dataclass
-class AEPOEntropyClip(ClipRule):
-    """AEPO-Dong entropy-balanced clipping (2510.14545; code ``compute_policy_loss_entropy_balanced_clipping``):
-
-        ℓ = max(−A·r, −A·clip(r, 1−ε_l, (1+ε_h)·r/sg(r))),  then min(ℓ, −c·A) where A < 0 (dual clip)
-
-    The value equals PPO-clip's; the gradient weight on ∇log π is F = 1+ε_h where r > 1+ε_h and A > 0 (PPO: 0 —
-    the high-ratio, typically high-entropy, positive tokens keep a bounded gradient), 0 where r < 1−ε_l and A < 0,
-    r elsewhere. Defaults: ε_l = ε_h = 0.2, c = 3 (the AEPO config)."""
-
-    eps_low: float = 0.2
-    eps_high: float = 0.2
-    dual_clip: Optional[float] = 3.0
-
-    def __post_init__(self) -> None:
-        check_range("aepo_entropy_clip", "eps_low", self.eps_low, lo=0.0, hi=1.0)
-        check_range("aepo_entropy_clip", "eps_high", self.eps_high, lo=0.0)
-        if self.dual_clip is not None:
-            check_range("aepo_entropy_clip", "dual_clip", self.dual_clip, lo=1.0, lo_open=True)
-
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", who="clip rule 'aepo_entropy_clip'")
-        adv = batch.advantages
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
-        r = ratio.detach()
-        upper = (1.0 + self.eps_high) * ratio / r  # value 1+ε_h, gradient (1+ε_h)·∇log π
-        clipped = torch.where(r > 1.0 + self.eps_high, upper,
-                              torch.where(r < 1.0 - self.eps_low, torch.full_like(ratio, 1.0 - self.eps_low), ratio))
-        unclipped_loss, clipped_loss = -adv * ratio, -adv * clipped
-        loss = torch.where(clipped_loss > unclipped_loss, clipped_loss, unclipped_loss)
-        masks = {"low": (r < 1.0 - self.eps_low) & (adv < 0), "high": (r > 1.0 + self.eps_high) & (adv > 0)}
-        if self.dual_clip is not None:
-            cap = -adv * self.dual_clip
-            dual = (adv < 0) & (loss > cap)
-            loss = torch.where(dual, cap, loss)
-            masks["dual"] = dual
-        m = batch.mask
-        metrics = {f"clip/frac_{k}": float(masked_mean(v.float(), m)) for k, v in masks.items()}
-        metrics["ratio/mean"] = float(masked_mean(r, m))
-        return loss, metrics
