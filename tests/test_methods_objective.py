@@ -393,6 +393,23 @@ def test_entropy_minimisation_is_the_token_mean_entropy_and_ignores_rewards():
     assert float(obj(b2)[0]) == pytest.approx(float(loss))
 
 
+def test_surrogate_replacing_terms_keep_a_composed_kl_penalty():
+    """one_shot_em and flowrl replace the policy-gradient surrogate, not the KL knob: composed with a reference KL,
+    the loss is theirs plus the KL penalty's token mean, with the KL's gradient."""
+    b, logits, fwd = _update_batch([3, 1], 3, rewards=[1.0, 0.0])
+    ref = b.logprobs.detach() - 0.3  # log π − log π_ref = 0.3 on every token
+    b = b.replace(ref_logprobs=ref, extras={**b.extras, "prompt_id": torch.tensor([1, 2])})
+    mask = b.mask
+    for name in ("one_shot_em", "flowrl"):
+        alone = float(methods.build(name)(b)[0])
+        with_kl, metrics = methods.build(name, kl={"name": "ref_kl", "estimator": "k1", "coef": 0.5})(b)
+        # k1 penalty = coef · (log π − log π_ref) = 0.5 · 0.3 per token; flowrl aggregates seq-mean-token-sum
+        per_seq = 0.15 * mask.sum(-1)
+        expected = 0.15 if name == "one_shot_em" else float(per_seq.mean())
+        assert float(with_kl) - alone == pytest.approx(expected, abs=1e-4), name  # without the KL: 0
+        assert metrics["loss/kl"] == pytest.approx(expected, rel=1e-5)
+
+
 def test_one_shot_em_sharpens_in_one_update():
     for seed in range(8):
         assert one_update_drop("one_shot_em", seed) > one_update_drop("grpo", seed) + 0.05

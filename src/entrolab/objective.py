@@ -164,7 +164,12 @@ class PolicyObjective:
         metrics.update(kl_metrics)
         loss_mat = pg + pen
         for t in self.terms:
-            loss_mat, m = t.apply(loss_mat, batch)
+            if t.replaces_surrogate:
+                # the term replaces the surrogate only: the KL knob's penalty stays, so KL methods compose with it
+                new, m = t.apply(loss_mat - pen, batch)
+                loss_mat = new + pen
+            else:
+                loss_mat, m = t.apply(loss_mat, batch)
             metrics.update(m)
         loss = aggregate_loss(loss_mat, mask, self.aggregation, **agg)
 

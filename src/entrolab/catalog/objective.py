@@ -62,7 +62,7 @@ register_method(Method(
     sets={"objective": [{"name": "entropy_minimization"}]},
     entropy_effect="drives entropy down on purpose (unsupervised sharpening; no reward)",
     notes="Loss = token-mean H at τ = 0.5 (sample at temperature 0.5, top-p 0.95); lr 2e-5, 50 steps, one prompt. "
-          "Replaces the surrogate and any KL penalty; rewards are unused.",
+          "Replaces the surrogate (a composed KL knob's penalty stays); rewards are unused.",
     toy_overrides={"objective.0.coef": 0.2},
 ))
 register_method(Method(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import torch
 
@@ -29,7 +29,14 @@ TERMS: Registry["ObjectiveTerm"] = Registry("objective")
 
 
 class ObjectiveTerm(Component):
-    """Base: ``apply(loss (B, T), batch) -> (loss (B, T), metrics)``."""
+    """Base: ``apply(loss (B, T), batch) -> (loss (B, T), metrics)``.
+
+    ``replaces_surrogate``: the term discards the policy-gradient surrogate it is given and returns its own loss
+    (one-shot EM, FlowRL); ``PolicyObjective`` then hands it the surrogate alone and adds the KL knob's penalty back,
+    so KL-knob methods compose with it.
+    """
+
+    replaces_surrogate: ClassVar[bool] = False
 
     def apply(self, loss: torch.Tensor, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -458,8 +465,8 @@ class EPOSmoothing(ObjectiveTerm):
 class EntropyMinimization(ObjectiveTerm):
     """One-shot entropy minimisation (Gao et al., 2505.20282; ``train.py``): ℓ_t ← c·H_t, minimised.
 
-    With ``replace_pg`` (default) the incoming per-token loss — the policy-gradient surrogate *and* any KL-knob
-    penalty — is discarded: the method is unsupervised and needs no reward. H_t is the entropy of the sampling
+    With ``replace_pg`` (default) the policy-gradient surrogate is discarded (a KL knob's penalty, if one is composed,
+    stays): the method is unsupervised and needs no reward. H_t is the entropy of the sampling
     distribution softmax(z/τ): the paper samples and measures at τ = 0.5 (top-p 0.95), so run the engine with
     temperature 0.5. Defaults: c = 1 (the loss is the plain token-mean entropy).
     """
@@ -470,6 +477,10 @@ class EntropyMinimization(ObjectiveTerm):
 
     def __post_init__(self) -> None:
         check_range("entropy_minimization", "coef", self.coef, lo=0.0)
+
+    @property
+    def replaces_surrogate(self) -> bool:  # type: ignore[override]
+        return self.replace_pg
 
     def apply(self, loss: torch.Tensor, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
         ent = entropy_with_grad(batch, self.name)
@@ -488,11 +499,13 @@ class FlowRL(ObjectiveTerm):
 
     r̂_i is the advantage knob's (group-normalised) advantage of response i. The per-token loss is w_i·Δ_i²/|y_i| on
     every token of response i, so the catalog entry's ``seq-mean-token-sum`` aggregation gives mean_i w_i·Δ_i².
-    The incoming surrogate (and KL-knob penalty) is replaced. β = 15 (``compute_flowrl_objective``), ε = 0.2.
+    The incoming surrogate is replaced (a composed KL knob's penalty stays). β = 15 (``compute_flowrl_objective``), ε = 0.2.
     **Departures:** log Z is a learned per-prompt table indexed by ``prompt_id mod num_buckets`` (a component-owned
     parameter, via ``parameters()``) instead of the paper's 3-layer MLP on the prompt's mean-pooled hidden state;
     w_i is clipped as the paper writes (the released code multiplies by the unclipped weight).
     """
+
+    replaces_surrogate = True
 
     requires = frozenset({"logprobs", "ref_logprobs", "advantages"})
     beta: float = 15.0
