@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from entrolab import methods
 from entrolab.cli import main
 
@@ -62,3 +64,15 @@ def test_methods_show_unknown_method(capsys):
 def test_methods_show_needs_a_name(capsys):
     assert main(["methods", "show"]) == 2
     assert "needs a method name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", methods.method_names())
+def test_methods_show_never_fails_for_a_catalog_method(name, capsys):
+    """Every method shows its card; one the toy cannot run (it needs texts, trees or LM logits) says so instead of
+    raising, and one whose sampling strategy the toy cannot reproduce says that too."""
+    assert main(["methods", "show", name, "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{name} — ")
+    assert ("No toy trajectory:" in out) != ("Toy tabular softmax policy" in out)
+    if methods.build(name).sampling.name in ("eptree", "cure"):
+        assert "acts only in `entrolab train`" in out

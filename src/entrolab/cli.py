@@ -49,6 +49,8 @@ def _methods_show(name: str, steps: int, seed: int) -> str:
     import warnings
 
     from . import methods
+    from .batch import BatchError
+    from .knobs.sampling import SamplingStrategy
     from .toy import TabularPolicy, ToySettings, train_toy
 
     m = methods.get_method(name)
@@ -64,11 +66,21 @@ def _methods_show(name: str, steps: int, seed: int) -> str:
     if m.toy_overrides:
         lines.append(f"  toy run overrides (scaled to the toy's ~128-token batches): {dict(m.toy_overrides)}")
     settings = ToySettings(steps=steps, seed=seed)
+    objective = methods.build(name, **m.toy_overrides)
+    strategy = type(objective.sampling)
+    if strategy.rollout is not SamplingStrategy.rollout or strategy.select_examples is not SamplingStrategy.select_examples:
+        lines.append(f"  The toy samples plainly: the sampling strategy {objective.sampling.name!r} (generation, "
+                     "branching or prompt order) acts only in `entrolab train`.")
     runs = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for label, obj in (("grpo", methods.build("grpo")), (name, methods.build(name, **m.toy_overrides))):
-            runs[label] = train_toy(obj, TabularPolicy(seed=seed), ToySettings(**vars(settings)))
+        try:
+            for label, obj in (("grpo", methods.build("grpo")), (name, objective)):
+                runs[label] = train_toy(obj, TabularPolicy(seed=seed), ToySettings(**vars(settings)))
+        except BatchError as e:
+            lines += ["", f"No toy trajectory: {e}.", "The tabular toy has no texts, answers, rollout trees or LM "
+                      f"logits; see the method's docs for its tests, or run `entrolab train --method {name}`."]
+            return "\n".join(lines)
     lines.append("")
     lines.append(f"Toy tabular softmax policy (8 prompts × 4 positions × 8 actions, seed {seed}); exact entropy (nats)"
                  " and expected reward:")
