@@ -1,5 +1,7 @@
 """Suite-wide settings."""
 
+import textwrap
+
 import pytest
 import torch
 
@@ -15,3 +17,18 @@ def smollm2():
     from entrolab.train.models import load_model
 
     return load_model()
+
+
+REWARD_MODULE = textwrap.dedent('''
+    def letter_a(completion, example):
+        """A reward the random tiny model earns sometimes: the share of 'a' characters, so groups vary."""
+        return completion.count("a") / max(1, len(completion))
+''')
+
+
+@pytest.fixture
+def reward_path(tmp_path, monkeypatch):
+    """``data.reward_fn`` for trainer runs on the tiny random model (it never solves a task)."""
+    (tmp_path / "tiny_rewards.py").write_text(REWARD_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "tiny_rewards:letter_a"

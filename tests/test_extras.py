@@ -17,7 +17,7 @@ from entrolab.train.models import tiny_model
 from entrolab.train.rollout import lm_head, response_hidden
 from entrolab.train.trainer import Trainer
 
-from test_trainer import reward_path, tiny_config  # noqa: F401  (fixture)
+from test_trainer import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,9 @@ def test_answer_start_is_the_token_that_completes_the_marker(tiny):
     assert start.tolist() == [10, 2, T]
 
 
-def test_rollout_and_forward_extras_match_direct_computations(tmp_path, reward_path, tiny):
-    trainer = _trainer(tmp_path, reward_path, tiny, "simko")
+@pytest.mark.parametrize("keep_hidden", [False, True])  # logits from a fresh pass, or the rollout pass's states
+def test_rollout_and_forward_extras_match_direct_computations(tmp_path, reward_path, tiny, keep_hidden):
+    trainer = _trainer(tmp_path, reward_path, tiny, "simko", diagnostics={"measure_delta_h": keep_hidden})
     timers = {"generate": 0.0, "old_logprob": 0.0}
     batch, gen, *_ = trainer._rollout(timers)
     k = trainer.objective.terms[0].top_k

@@ -356,7 +356,7 @@ def _config(tmp_path, method, overrides=None, **optim):
     from entrolab.train.config import config_from_dict
 
     return config_from_dict({
-        "model": {"name": "tiny"}, "data": {"heldout_size": 2, "reward_fn": "tiny_rewards_s:letter_a"},
+        "model": {"name": "tiny"}, "data": {"heldout_size": 2, "reward_fn": "tiny_rewards:letter_a"},
         "rollout": {"n": 2, "max_new_tokens": 6},
         "optim": {"steps": 1, "lr": 1e-3, "prompts_per_step": 2, "mini_batches": 2, "micro_batch_size": 4, **optim},
         "eval": {"every": 0, "size": 2}, "checkpoint": {"every": 1},
@@ -366,14 +366,7 @@ def _config(tmp_path, method, overrides=None, **optim):
     })
 
 
-@pytest.fixture
-def tiny_reward(tmp_path, monkeypatch):
-    (tmp_path / "tiny_rewards_s.py").write_text(
-        "def letter_a(completion, example):\n    return completion.count('a') / max(1, len(completion))\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-
-
-def test_branching_rows_train_in_the_trainer_and_controller_state_resumes(tmp_path, tiny_reward):
+def test_branching_rows_train_in_the_trainer_and_controller_state_resumes(tmp_path, reward_path):
     from entrolab.train.trainer import Trainer
 
     tr = Trainer(_config(tmp_path, "cure", {"min_chars": 1, "n2": 2, "dynamic_sampling": False}))
@@ -485,7 +478,7 @@ def test_edge_gec_split_follows_the_seeded_generator():
         build("edge_gec", p_regenerate=1.5)
 
 
-def test_edge_grpo_runs_gec_in_the_trainer(tmp_path, tiny_reward):
+def test_edge_grpo_runs_gec_in_the_trainer(tmp_path, reward_path):
     from entrolab.train.trainer import Trainer
 
     obj = methods.build("edge_grpo")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-import textwrap
 import time
 
 import pytest
@@ -378,20 +377,6 @@ def test_epo_and_ragen_read_the_tool_rollout():
 
 
 # ================================================================================================== trainer steps
-REWARD_MODULE = textwrap.dedent('''
-    def letter_a(completion, example):
-        """A reward the random tiny model earns sometimes, so groups vary."""
-        return completion.count("a") / max(1, len(completion))
-''')
-
-
-@pytest.fixture
-def reward_path(tmp_path, monkeypatch):
-    (tmp_path / "tool_rewards.py").write_text(REWARD_MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return "tool_rewards:letter_a"
-
-
 @pytest.fixture(scope="module")
 def shared_tiny():
     from entrolab.train.models import tiny_model

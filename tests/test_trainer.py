@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import textwrap
 
 import pytest
 import torch
@@ -14,20 +13,6 @@ from entrolab.cli import main
 from entrolab.knobs.base import ConfigError
 from entrolab.train.config import config_from_dict, load_config, parse_overrides
 from entrolab.train.trainer import Trainer, TrainingError, pass_at_k
-
-REWARD_MODULE = textwrap.dedent('''
-    def letter_a(completion, example):
-        """A reward the random tiny model earns sometimes: the share of 'a' characters, so groups vary."""
-        return completion.count("a") / max(1, len(completion))
-''')
-
-
-@pytest.fixture
-def reward_path(tmp_path, monkeypatch):
-    (tmp_path / "tiny_rewards.py").write_text(REWARD_MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return "tiny_rewards:letter_a"
-
 
 def tiny_config(tmp_path, reward_path, **sections):
     cfg = {

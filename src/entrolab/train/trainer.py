@@ -246,19 +246,30 @@ class Trainer:
         )
         if self.objective.engine_extras or c.data.reward_source != "verifier":
             t = time.perf_counter()
-            batch = self._rollout_extras(batch, gen, texts, rep_examples, correct)
+            batch = self._rollout_extras(batch, gen, texts, rep_examples, correct, hidden)
             timers["old_logprob"] += time.perf_counter() - t
         return batch, gen, rep_examples, texts, correct, hidden
 
-    def _rollout_extras(self, batch: RolloutBatch, gen: Generation, texts, examples, correct) -> RolloutBatch:
+    def _rollout_extras(self, batch: RolloutBatch, gen: Generation, texts, examples, correct,
+                        hidden: Optional[torch.Tensor] = None) -> RolloutBatch:
         """The extras some component needs, from their providers (``train/extras.py``); a label-free reward source
-        may replace the rewards here (the verifier's correctness still gives ``reward/accuracy``)."""
+        may replace the rewards here (the verifier's correctness still gives ``reward/accuracy``). Providers that
+        read the rollout policy's logits get them from the rollout pass's hidden states when it kept them, else
+        from one forward pass per row chunk, shared by all such providers."""
         w, b = lm_head(self.model)
         T = self.config.rollout.temperature
+        chunks: dict[tuple[int, int], torch.Tensor] = {}
 
         def old_logits(rows: slice) -> torch.Tensor:
             with torch.no_grad():
-                h = response_hidden(self.model, gen.input_ids[rows], gen.attention_mask[rows], gen.prompt_len)
+                if hidden is not None:
+                    h = hidden[rows]
+                else:
+                    key = (rows.start, rows.stop)
+                    if key not in chunks:
+                        chunks[key] = response_hidden(self.model, gen.input_ids[rows], gen.attention_mask[rows],
+                                                      gen.prompt_len)
+                    h = chunks[key]
                 return torch.nn.functional.linear(h, w, b).float() / T
 
         ctx = RolloutContext(batch=batch, texts=texts, examples=examples, correct=correct, objective=self.objective,
