@@ -219,33 +219,7 @@ def test_one_step_on_the_packaged_default(tmp_path, smollm2):
         model.load_state_dict(state)  # the fixture is shared: leave the weights as they were
 
 
-# ------------------------------------------------------------------------------------------------ every method
-# EMPO's label-free reward is the frequency of a response's \boxed{} answer; the random tiny model never boxes one.
-NO_SIGNAL_ON_THE_TINY_MODEL = {"empo"}
-
-
-@pytest.fixture(scope="module")
-def shared_tiny():
-    from entrolab.train.models import tiny_model
-
-    model, tok = tiny_model(seed=0)
-    return model, tok, {k: v.clone() for k, v in model.state_dict().items()}
-
-
-@pytest.mark.parametrize("name", __import__("entrolab.methods", fromlist=["method_names"]).method_names())
-def test_every_catalog_method_runs_a_step_in_the_trainer(name, tmp_path, reward_path, shared_tiny):
-    model, tok, state = shared_tiny
-    model.load_state_dict(state)
-    cfg = tiny_config(tmp_path, reward_path, algorithm={"method": name},
-                      optim={"steps": 1, "lr": 1e-4, "micro_batch_size": 4},
-                      checkpoint={"every": 0}, diagnostics={"measure_delta_h": False})
-    (m,) = Trainer(cfg, model=model, tokenizer=tok).train()
-    assert m["update/steps"] == 2 and m["update/skipped"] == 0
-    assert math.isfinite(m["loss/total"])
-    if name in NO_SIGNAL_ON_THE_TINY_MODEL:
-        assert m["dynamics/cov_mean"] == 0.0  # no answers: every advantage is 0, nothing to learn
-    else:
-        assert any(not torch.equal(v, state[k]) for k, v in model.state_dict().items())
+# Every catalog method steps in the trainer in tests/test_behaviour.py (with its recorded metrics).
 
 
 def test_a_reset_reference_survives_resume(tmp_path, reward_path):
