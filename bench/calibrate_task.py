@@ -27,8 +27,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from entrolab.train.models import PACKAGED_DEFAULT, load_model  # noqa: E402
-from entrolab.train.tasks import DEFAULT_MAX_NEW_TOKENS, build_task  # noqa: E402
+from entrolab.engine.models import PACKAGED_DEFAULT, load_model  # noqa: E402
+from entrolab.env.tasks import DEFAULT_MAX_NEW_TOKENS, build_task  # noqa: E402
 
 
 def _response_lengths(gen: torch.Tensor, eos_ids: set[int]) -> list[int]:

@@ -23,7 +23,7 @@ import time
 import torch
 
 from entrolab.train.config import config_from_dict
-from entrolab.train.models import load_model
+from entrolab.engine.models import load_model
 from entrolab.train.trainer import Trainer
 
 PHASES = ("generate", "old_logprob", "update", "diagnostics")

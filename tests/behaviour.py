@@ -89,7 +89,7 @@ def run_one(name: str, sections: dict[str, Any], work: Path, model, tokenizer, s
 
 
 def record_all(work: Path, names: list[str] | None = None) -> dict[str, Any]:
-    from entrolab.train.models import tiny_model
+    from entrolab.engine.models import tiny_model
 
     (work / "behaviour_rewards.py").write_text(REWARD_MODULE)
     sys.path.insert(0, str(work))

@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 def smollm2():
     """The packaged SmolLM2-135M-Instruct, loaded once per session (~20 s). Tests that change its weights restore
     them before returning."""
-    from entrolab.train.models import load_model
+    from entrolab.engine.models import load_model
 
     return load_model()
 

@@ -11,7 +11,7 @@ import torch
 from entrolab.analysis.dynamics_check import (DEFAULT_PROMPTS, _entropy_f64, encode_prompt, verify_dynamics,
                                               verify_dynamics_on_task)
 from entrolab.ops.dynamics import exact_entropy
-from entrolab.train.models import tiny_model
+from entrolab.engine.models import tiny_model
 
 PROMPTS = DEFAULT_PROMPTS[:4]
 
@@ -135,13 +135,13 @@ class _ParityTask:
     name = "parity"
 
     def train_examples(self, start=0):
-        from entrolab.train.tasks import Example
+        from entrolab.env.tasks import Example
 
         for i in itertools.count(start):
             yield Example(id=f"p{i}", prompt=f"{i} + {2 * i}", answer=str(3 * i))
 
     def format_prompt(self, tokenizer, example):
-        from entrolab.train.tasks import format_prompt
+        from entrolab.env.tasks import format_prompt
 
         return format_prompt(tokenizer, example.prompt)
 

@@ -23,7 +23,7 @@ NO_SIGNAL_ON_THE_TINY_MODEL = {"empo"}
 
 @pytest.fixture(scope="module")
 def shared_tiny(tmp_path_factory):
-    from entrolab.train.models import tiny_model
+    from entrolab.engine.models import tiny_model
 
     work = tmp_path_factory.mktemp("behaviour")
     (work / "behaviour_rewards.py").write_text(behaviour.REWARD_MODULE)

@@ -6,17 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from entrolab.inference.generate import Decoder, Start, Trace, can_crop_cache
-from entrolab.train.branching import BranchingRollout, IdCounter, RolloutEngine, pack_traces, stack_generations, \
-    tree_nodes
-from entrolab.train.rollout import policy_logprobs_entropy
+from entrolab.generation.decoder import Decoder, Start, Trace, can_crop_cache
+from entrolab.generation.branching import BranchingRollout, IdCounter, RolloutEngine, pack_traces, stack_generations, tree_nodes
+from entrolab.engine.forward import policy_logprobs_entropy
 
 from inference_fakes import CharTokenizer, ScriptedLM, after_sep, peaked, uniform
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from entrolab.train.models import tiny_model
+    from entrolab.engine.models import tiny_model
 
     model, tok = tiny_model(seed=0)
     return model.eval(), tok

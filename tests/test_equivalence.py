@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from entrolab.equivalence import cluster_answers, math_equivalent
+from entrolab.env.equivalence import cluster_answers, math_equivalent
 
 
 def test_math_equivalence_of_fraction_forms():

@@ -13,8 +13,8 @@ from entrolab.knobs.base import ConfigError
 from entrolab.knobs.objective import STAGE_ANSWER, STAGE_OTHER, STAGE_REFLECTION, TERMS, ObjectiveTerm, \
     clamped_entropy_from_logits
 from entrolab.train.extras import answer_start_positions, provided_extras
-from entrolab.train.models import tiny_model
-from entrolab.train.rollout import lm_head, response_hidden
+from entrolab.engine.models import tiny_model
+from entrolab.engine.forward import lm_head, response_hidden
 from entrolab.train.trainer import Trainer
 
 from test_trainer import tiny_config
@@ -141,7 +141,7 @@ def test_a_component_needing_an_unprovided_extra_is_refused_before_any_work(tmp_
                                               r"magic_tensor"):
             Trainer(cfg)
     finally:
-        TERMS._classes.pop("needs_magic_for_test")
+        TERMS.remove("needs_magic_for_test")
 
 
 def test_every_catalog_method_is_runnable_by_the_trainer():

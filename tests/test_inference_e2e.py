@@ -17,7 +17,7 @@ from entrolab.inference.aggregate import inverse_entropy_vote, majority_vote
 from entrolab.inference.base import default_answer_fn, group_tokens
 from entrolab.inference.eat import ema_variance_stop
 from entrolab.inference.egl import egl_metrics
-from entrolab.inference.generate import generate
+from entrolab.generation.decoder import generate
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def _run(smollm2, name, seed=0, **params):
 
 def test_e2e_greedy_generate_matches_hf(smollm2):
     model, tok = smollm2
-    from entrolab.train.tasks import format_prompt
+    from entrolab.env.tasks import format_prompt
 
     ids = tok.encode(format_prompt(tok, QUESTION), add_special_tokens=False)
     ours = generate(model, tok, [ids], max_new_tokens=12, greedy=True).traces[0].token_ids

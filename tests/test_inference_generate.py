@@ -7,16 +7,7 @@ import math
 import pytest
 import torch
 
-from entrolab.inference.generate import (
-    Decoder,
-    cache_kwargs,
-    output_cache,
-    entropy_varentropy,
-    generate,
-    select_cache,
-    top_k_entropy,
-    top_p_mask,
-)
+from entrolab.generation.decoder import Decoder, cache_kwargs, output_cache, entropy_varentropy, generate, select_cache, top_k_entropy, top_p_mask
 from entrolab.ops.dynamics import exact_entropy
 from entrolab.ops.entropy import token_entropy, token_logprobs
 from inference_fakes import CharTokenizer, ScriptedLM, after_sep, from_probs, peaked, uniform
@@ -24,7 +15,7 @@ from inference_fakes import CharTokenizer, ScriptedLM, after_sep, from_probs, pe
 
 @pytest.fixture(scope="module")
 def tiny():
-    from entrolab.train.models import tiny_model
+    from entrolab.engine.models import tiny_model
 
     model, tok = tiny_model(hidden=64, layers=2, heads=4, seed=0)
     return model.eval(), tok

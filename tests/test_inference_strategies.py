@@ -21,7 +21,7 @@ from entrolab.inference import (
     strategy_names,
 )
 from entrolab.inference.eat import ema_variance_stop
-from entrolab.inference.generate import generate
+from entrolab.generation.decoder import generate
 from entrolab.knobs.base import ConfigError
 from inference_fakes import CharTokenizer, ScriptedLM, after_sep, from_probs, peaked, uniform
 

@@ -13,7 +13,7 @@ import torch
 from entrolab import methods
 from entrolab.batch import BatchError
 from entrolab.knobs.advantage import ADVANTAGES
-from entrolab.knobs.base import Component, ConfigError, Registry
+from entrolab.knobs.base import Component, ConfigError, Registry, component_registry
 from entrolab.knobs.clip import CLIPS, ClipCov, importance_ratio, ppo_token_loss
 from entrolab.knobs.kl import KLS, KLCov
 from entrolab.knobs.objective import TERMS
@@ -456,7 +456,7 @@ def test_dynamic_sampling_keep_mask():
 
 # =============================================================================================== registries
 def test_registry_rejects_duplicates_and_non_dataclasses():
-    reg: Registry = Registry("demo")
+    reg: Registry = component_registry("demo")
 
     @reg.register("thing")
     @dataclass

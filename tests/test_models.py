@@ -1,20 +1,12 @@
-"""Tests for entrolab.train.models: the tiny test model, offline loading, the packaged SmolLM2."""
+"""Tests for entrolab.engine.models: the tiny test model, offline loading, the packaged SmolLM2."""
 
 import sys
 
 import pytest
 import torch
 
-from entrolab.train.models import (
-    PACKAGED_DEFAULT,
-    PACKAGED_GGUF_FILE,
-    ModelLoadError,
-    lm_head_weight,
-    load_model,
-    packaged_model_path,
-    tiny_model,
-)
-from entrolab.train.tasks import ArithmeticTask, format_prompt
+from entrolab.engine.models import PACKAGED_DEFAULT, PACKAGED_GGUF_FILE, ModelLoadError, lm_head_weight, load_model, packaged_model_path, tiny_model
+from entrolab.env.tasks import ArithmeticTask, format_prompt
 
 
 @pytest.fixture(scope="module")

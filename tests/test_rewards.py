@@ -1,4 +1,4 @@
-"""Tests for entrolab.train.rewards: extraction, verification, Countdown parser, user rewards."""
+"""Tests for entrolab.env.rewards: extraction, verification, Countdown parser, user rewards."""
 
 import logging
 import math
@@ -7,21 +7,9 @@ from fractions import Fraction
 
 import pytest
 
-from entrolab.train import rewards
-from entrolab.train.rewards import (
-    ExpressionError,
-    RewardFunction,
-    build_reward,
-    check_countdown,
-    countdown_score,
-    eval_expression,
-    extract_boxed,
-    load_reward_fn,
-    math_score,
-    parse_int,
-    verify_math,
-)
-from entrolab.train.tasks import ArithmeticTask, CountdownTask, Example
+from entrolab.env import rewards
+from entrolab.env.rewards import ExpressionError, RewardFunction, build_reward, check_countdown, countdown_score, eval_expression, extract_boxed, load_reward_fn, math_score, parse_int, verify_math
+from entrolab.env.tasks import ArithmeticTask, CountdownTask, Example
 
 
 def ex(answer, **meta):

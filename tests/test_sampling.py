@@ -12,14 +12,14 @@ import torch
 
 from entrolab import methods
 from entrolab.batch import BatchError, RolloutBatch
-from entrolab.inference.generate import Trace
+from entrolab.generation.decoder import Trace
 from entrolab.knobs.base import ConfigError
 from entrolab.knobs.rollout_advantage import ETTRLAdvantage, FR3EAdvantage, MentorAdvantage, TreeRLAdvantage
 from entrolab.knobs.sampling import SAMPLINGS
 from entrolab.knobs.sampling_entropy import AEPOTemperature, ExpertMixer
-from entrolab.train.branching import RolloutEngine
-from entrolab.train.rollout import Generation
-from entrolab.train.tasks import Example
+from entrolab.generation.branching import RolloutEngine
+from entrolab.generation.rows import Generation
+from entrolab.env.tasks import Example
 
 from inference_fakes import CharTokenizer, ScriptedLM, after_sep, from_probs, peaked, uniform
 
@@ -164,7 +164,7 @@ def test_mentor_mixes_in_the_expert_only_at_high_entropy_tokens():
     on = [TOK.decode(gen.response_ids[i, :2].tolist()) for i in range(4)]
     assert on == ["aa"] * 4
     # a huge γ gives w ≈ 0: the mixed rollouts are the policy's own
-    from entrolab.train.branching import BranchingRollout
+    from entrolab.generation.branching import BranchingRollout
 
     mixer = ExpertMixer(expert, 1e9, 1.0, torch.Generator().manual_seed(0))
     br = BranchingRollout(ScriptedLM(_policy_script, V, EOS), TOK, max_new_tokens=6,
@@ -399,7 +399,7 @@ def _gec_script(hist):
 
 
 def _gec_engine(seed=0):
-    from entrolab.train.rewards import math_score
+    from entrolab.env.rewards import math_score
 
     def score(texts, exs):  # the arithmetic / file tasks' verifier: the last \boxed{} must equal the gold answer
         out = [math_score(t, ex) for t, ex in zip(texts, exs)]
@@ -416,7 +416,7 @@ def _row(gen, i):
 
 def test_edge_gec_rewrites_only_wrong_responses_with_the_card_injections():
     from entrolab.knobs.sampling_gec import ANSWER, ANSWER_HINT, HINT, KEEP, REGENERATE
-    from entrolab.train.rewards import countdown_score, math_score
+    from entrolab.env.rewards import countdown_score, math_score
 
     gen = build("edge_gec").rollout(_gec_engine(seed=0), PROMPTS, GEC_EXAMPLES, 8)
     act = gen.extras["gec_action"].tolist()

@@ -1,4 +1,4 @@
-"""Tests for entrolab.train.tasks: synthetic tasks, file datasets, prompts, the registry."""
+"""Tests for entrolab.env.tasks: synthetic tasks, file datasets, prompts, the registry."""
 
 import csv
 import json
@@ -6,23 +6,8 @@ from itertools import islice
 
 import pytest
 
-from entrolab.train.rewards import check_countdown, eval_expression, extract_boxed, verify_math
-from entrolab.train.tasks import (
-    ARITHMETIC_LEVELS,
-    DEFAULT_DIFFICULTY,
-    DEFAULT_FEWSHOT,
-    DEFAULT_MAX_NEW_TOKENS,
-    DEFAULT_SYSTEM_PROMPT,
-    DEFAULT_TASK,
-    TASKS,
-    ArithmeticTask,
-    CountdownTask,
-    Example,
-    FileTask,
-    TaskError,
-    build_task,
-    format_prompt,
-)
+from entrolab.env.rewards import check_countdown, eval_expression, extract_boxed, verify_math
+from entrolab.env.tasks import ARITHMETIC_LEVELS, DEFAULT_DIFFICULTY, DEFAULT_FEWSHOT, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SYSTEM_PROMPT, DEFAULT_TASK, TASKS, ArithmeticTask, CountdownTask, Example, FileTask, TaskError, build_task, format_prompt
 
 
 def take(task, n, start=0):
@@ -220,7 +205,7 @@ class _NoTemplate:
 
 
 def test_format_prompt_with_chat_template():
-    from entrolab.train.models import tiny_model
+    from entrolab.engine.models import tiny_model
 
     _, tok = tiny_model()
     text = format_prompt(tok, "57 + 25")
@@ -244,7 +229,7 @@ def test_build_task_registry():
     t = build_task("arithmetic", difficulty=2, seed=4)
     assert isinstance(t, ArithmeticTask) and t.difficulty == 2 and t.seed == 4
     assert isinstance(build_task("countdown", num_numbers=3, max_target=30), CountdownTask)
-    with pytest.raises(TaskError, match=r"unknown task 'arithmatic'; valid tasks: \['arithmetic', 'countdown', 'file'"):
+    with pytest.raises(TaskError, match=r"unknown task 'arithmatic'; valid tasks: arithmetic, countdown, file, tool_arithmetic"):
         build_task("arithmatic")
     with pytest.raises(TaskError, match="bad parameters for task 'arithmetic'"):
         build_task("arithmetic", digits=3)

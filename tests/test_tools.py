@@ -19,10 +19,10 @@ from entrolab.knobs.advantage import ADVANTAGES
 from entrolab.knobs.base import ConfigError
 from entrolab.knobs.sampling import SAMPLINGS
 from entrolab.knobs.sampling_agentic import AEPODongSampling, ARPOSampling, shared_token_mean
-from entrolab.train.branching import RolloutEngine
-from entrolab.train.sandbox import SandboxLimits, run_programs
-from entrolab.train.tasks import TaskError, build_task
-from entrolab.train.tools import ToolEnvironment, ToolHook, engine_tools, segment_entropy, tool_generate, tool_state
+from entrolab.generation.branching import RolloutEngine
+from entrolab.env.sandbox import SandboxLimits, run_programs
+from entrolab.env.tasks import TaskError, build_task
+from entrolab.generation.tools import ToolEnvironment, ToolHook, engine_tools, segment_entropy, tool_generate, tool_state
 
 INLINE = ToolEnvironment(isolation="inline")
 
@@ -156,8 +156,8 @@ def test_tool_rollout_masks_observations_and_counts_turns():
 def test_observation_tokens_are_attended_by_the_policy_forward():
     """Two rows identical but for the observation's digits: the trainer's forward gives equal log-probs before the
     observation and different ones after it (the model attends to tool output)."""
-    from entrolab.train.models import tiny_model
-    from entrolab.train.rollout import policy_logprobs_entropy
+    from entrolab.engine.models import tiny_model
+    from entrolab.engine.forward import policy_logprobs_entropy
 
     model, tok = tiny_model(seed=0)
     prompt = tok.encode("Compute 2+3.", add_special_tokens=False)
@@ -379,7 +379,7 @@ def test_epo_and_ragen_read_the_tool_rollout():
 # ================================================================================================== trainer steps
 @pytest.fixture(scope="module")
 def shared_tiny():
-    from entrolab.train.models import tiny_model
+    from entrolab.engine.models import tiny_model
 
     model, tok = tiny_model(seed=0)
     return model, tok, {k: v.clone() for k, v in model.state_dict().items()}

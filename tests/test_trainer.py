@@ -239,8 +239,8 @@ def test_a_reset_reference_survives_resume(tmp_path, reward_path):
 def test_shared_prompt_forward_equals_the_full_forward_under_padding():
     """The ΔH check runs a group's shared prompt once (KV cache shared by its rows): same hidden states as running
     each row in full, with a left-padded prompt and right-padded responses of different lengths."""
-    from entrolab.train.models import tiny_model
-    from entrolab.train.rollout import response_hidden, shared_prompt_response_hidden
+    from entrolab.engine.models import tiny_model
+    from entrolab.engine.forward import response_hidden, shared_prompt_response_hidden
 
     model, tok = tiny_model(seed=2)
     pad = tok.pad_token_id

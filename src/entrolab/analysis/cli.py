@@ -26,9 +26,9 @@ def _load_model(spec: str):
     """'default'/'smollm2' → the packaged SmolLM2-135M-Instruct; 'tiny' → the tiny random test model; otherwise a
     local HF model directory or .gguf file (float32: the check measures small logit changes)."""
     try:
-        from ..train.models import PACKAGED_DEFAULT, ModelLoadError, load_model, tiny_model
+        from ..engine.models import PACKAGED_DEFAULT, ModelLoadError, load_model, tiny_model
     except ImportError as e:
-        raise ConfigError(f"--model needs entrolab.train.models ({e}); install the train extra "
+        raise ConfigError(f"--model needs entrolab.engine.models ({e}); install the train extra "
                           "(pip install -e '.[train]')") from None
     key = spec.strip().lower()
     if key == "tiny":
@@ -62,7 +62,7 @@ def _run_task(run):
     data = run.config.get("data") if run is not None else None
     if not isinstance(data, dict) or data.get("task") not in ("arithmetic", "countdown"):
         return None
-    from ..train.tasks import build_task
+    from ..env.tasks import build_task
 
     params = {k: data[k] for k in ("difficulty",) if data.get(k) is not None}
     try:

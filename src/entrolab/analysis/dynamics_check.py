@@ -42,7 +42,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from ..inference.generate import cache_kwargs, output_cache
+from ..generation.decoder import cache_kwargs, output_cache
 from ..ops.dynamics import predicted_entropy_change
 from .stats import pearson, spearman
 
@@ -407,7 +407,7 @@ def verify_dynamics_on_task(
     """The dynamics check on a real update: a batch of ``task``'s prompts, rewards from its verifier, GRPO group
     advantages, one ``optimizer`` step of size ``lr``.
 
-    ``task`` is an :class:`entrolab.train.tasks.Task` (default: the trainer's default task, ``build_task()``).
+    ``task`` is an :class:`entrolab.env.tasks.Task` (default: the trainer's default task, ``build_task()``).
     Prompts are the first ``n_prompts`` of its training stream, rendered with the task's own prompt
     (``task.format_prompt``: the chat template, system prompt and few-shot turns the trainer uses); each gets
     ``group_size`` responses of at most ``max_new_tokens`` tokens (default: the task's calibrated length) sampled at
@@ -418,7 +418,7 @@ def verify_dynamics_on_task(
     ``"auto"`` (then fall back to random ±1 advantages on the last batch, e.g. for a random model that never
     answers right; ``advantage_mode`` says so), or ``"random"`` (random ±1 from the start, on the task's prompts).
     """
-    from ..train.tasks import DEFAULT_MAX_NEW_TOKENS, build_task
+    from ..env.tasks import DEFAULT_MAX_NEW_TOKENS, build_task
 
     if advantages not in ("auto", "verifier", "random"):
         raise ValueError(f"advantages must be 'auto', 'verifier' or 'random', got {advantages!r}")

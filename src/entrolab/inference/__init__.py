@@ -5,7 +5,7 @@
 - Strategies (registered by name in ``STRATEGIES``): ``sample``, ``vote:majority``, ``vote:inverse_entropy``,
   ``vote:min_entropy``, ``eat``, ``dts``, ``eager``, ``egl``, ``seat``.
 - :mod:`.aggregate` — majority / inverse-entropy votes, min-entropy path, semantic entropy (likelihood and count
-  forms), the SEAT loop; answer clustering lives in :mod:`entrolab.equivalence`.
+  forms), the SEAT loop; answer clustering lives in :mod:`entrolab.env.equivalence`.
 - :mod:`.uncertainty` — trace-length and mean-token-entropy uncertainty scores, AUROC.
 """
 
@@ -21,17 +21,7 @@ from .aggregate import (
     weighted_vote,
 )
 from .base import STRATEGIES, Strategy, StrategyResult, build_strategy, strategy_names
-from .generate import (
-    DecodeStats,
-    Decoder,
-    Generation,
-    StepView,
-    Trace,
-    entropy_varentropy,
-    generate,
-    select_cache,
-    top_k_entropy,
-)
+from ..generation.decoder import DecodeStats, Decoder, Generation, StepView, Trace, entropy_varentropy, generate, select_cache, top_k_entropy
 from .strategies import DTS, EAT, EGL, SEAT, EAGer, InverseEntropyVote, MajorityVote, MinEntropyPath, SampleStrategy
 from .uncertainty import MeanTokenEntropy, TraceLength, auroc
 

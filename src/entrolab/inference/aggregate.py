@@ -1,7 +1,7 @@
 """Answer aggregation over several sampled responses, and semantic entropy.
 
 Answers are strings (``None`` = the response gave no answer). They are grouped into clusters of equivalent answers by
-:func:`entrolab.equivalence.cluster_answers` (``equivalence="math"`` by default; ``"exact"``, ``"embedding"``, or a
+:func:`entrolab.env.equivalence.cluster_answers` (``equivalence="math"`` by default; ``"exact"``, ``"embedding"``, or a
 judge callable), unless the caller passes ``cluster_ids`` directly. Votes ignore missing answers; ties go to the
 cluster that appeared first.
 
@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
-from ..equivalence import Judge, cluster_answers
+from ..env.equivalence import Judge, cluster_answers
 
 __all__ = [
     "SEATRound",

@@ -4,9 +4,9 @@ A strategy is a small dataclass whose fields are its hyperparameters (paper defa
 whose ``run(model, tokenizer, questions)`` returns one :class:`StrategyResult` per question. Strategies register by
 name in :data:`STRATEGIES`; the CLI and the docs list them from there.
 
-Prompts go through ``prompt_fn(tokenizer, question)`` (default: :func:`entrolab.train.tasks.format_prompt`, the chat
+Prompts go through ``prompt_fn(tokenizer, question)`` (default: :func:`entrolab.env.tasks.format_prompt`, the chat
 template asking for a ``\\boxed{}`` answer) and answers come out through ``answer_fn(text)`` (default:
-:func:`entrolab.train.rewards.extract_boxed`). ``tokens_spent`` counts every token the model generated for the
+:func:`entrolab.env.rewards.extract_boxed`). ``tokens_spent`` counts every token the model generated for the
 question (a prefix shared by forked branches counts once) plus tokens run only to probe (EAT).
 """
 
@@ -18,9 +18,11 @@ from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import torch
 
-from ..knobs.base import Component, ConfigError, Registry, check_range
+from ..knobs.base import Component, component_registry
+from ..errors import ConfigError
+from ..registry import Registry, check_range
 from .aggregate import inverse_entropy_vote, majority_vote, min_entropy_path
-from .generate import Decoder, Trace
+from ..generation.decoder import Decoder, Trace
 
 __all__ = [
     "STRATEGIES",
@@ -42,19 +44,19 @@ __all__ = [
 PromptFn = Callable[[Any, str], str]
 AnswerFn = Callable[[str], Optional[str]]
 
-STRATEGIES: Registry["Strategy"] = Registry("inference strategy")
+STRATEGIES: Registry["Strategy"] = component_registry("inference strategy", kind="inference strategy")
 
 
 def default_prompt_fn(tokenizer: Any, question: str) -> str:
-    """The trainer's prompt template (:func:`entrolab.train.tasks.format_prompt`)."""
-    from ..train.tasks import format_prompt
+    """The trainer's prompt template (:func:`entrolab.env.tasks.format_prompt`)."""
+    from ..env.tasks import format_prompt
 
     return format_prompt(tokenizer, question)
 
 
 def default_answer_fn(text: str) -> Optional[str]:
-    """The last ``\\boxed{...}`` of the text (:func:`entrolab.train.rewards.extract_boxed`), or None."""
-    from ..train.rewards import extract_boxed
+    """The last ``\\boxed{...}`` of the text (:func:`entrolab.env.rewards.extract_boxed`), or None."""
+    from ..env.rewards import extract_boxed
 
     ans = extract_boxed(text)
     return ans if ans is None or str(ans).strip() else None
@@ -242,7 +244,7 @@ class VoteStrategy(Strategy):
     top_p: float = 0.95
     """Nucleus mass."""
     equivalence: str = "math"
-    """How answers are clustered (entrolab.equivalence modes: math, exact, embedding)."""
+    """How answers are clustered (entrolab.env.equivalence modes: math, exact, embedding)."""
 
     def __post_init__(self) -> None:
         self._check_generation()

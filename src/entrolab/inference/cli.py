@@ -123,11 +123,11 @@ def _load_model(spec: str):
     import torch
 
     if spec in ("default", "smollm2"):
-        from ..train.models import load_model
+        from ..engine.models import load_model
 
         model, tok = load_model()
     elif spec == "tiny":
-        from ..train.models import tiny_model
+        from ..engine.models import tiny_model
 
         model, tok = tiny_model()
     else:
@@ -234,7 +234,7 @@ def _load_rows(path: str, limit: Optional[int]) -> list[dict[str, str]]:
             q = obj.get("question", obj.get("problem", obj.get("prompt")))
             a = obj.get("answer", obj.get("gold", obj.get("target")))
             if a is None and obj.get("solution") is not None:
-                from ..train.rewards import extract_boxed
+                from ..env.rewards import extract_boxed
 
                 a = extract_boxed(str(obj["solution"]))
             if q is None or a is None:
@@ -357,7 +357,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..train.rewards import verify_math
+    from ..env.rewards import verify_math
     from .base import ANSWER_FNS, SampleStrategy, build_strategy
 
     if args.limit is not None and args.limit < 1:

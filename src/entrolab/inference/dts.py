@@ -26,7 +26,7 @@ import torch
 from ..knobs.base import ConfigError, check_range
 from .aggregate import majority_vote
 from .base import STRATEGIES, Strategy, StrategyResult, group_tokens, uncertainty_info
-from .generate import StepView, entropy_varentropy
+from ..generation.decoder import StepView, entropy_varentropy
 
 __all__ = ["DTS"]
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from ..knobs.base import check_range
 from .aggregate import majority_vote
 from .base import STRATEGIES, Strategy, StrategyResult, group_tokens, uncertainty_info
-from .generate import StepView, top_k_entropy
+from ..generation.decoder import StepView, top_k_entropy
 
 __all__ = ["EAGer"]
 

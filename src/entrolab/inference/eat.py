@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .base import STRATEGIES, Strategy, StrategyResult, uncertainty_info
-from .generate import StepView, nats_to
+from ..generation.decoder import StepView, nats_to
 
 __all__ = ["EAT", "ema_variance_stop"]
 

@@ -23,7 +23,7 @@ import torch
 
 from ..knobs.base import check_range
 from .base import STRATEGIES, Strategy, StrategyResult, refine_request, uncertainty_info
-from .generate import StepView, Trace, top_k_entropy
+from ..generation.decoder import StepView, Trace, top_k_entropy
 
 __all__ = ["EGL", "egl_metrics"]
 

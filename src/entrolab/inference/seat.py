@@ -23,7 +23,7 @@ from typing import Optional
 from ..knobs.base import ConfigError, check_range
 from .aggregate import SEATRound, majority_vote, seat_loop
 from .base import STRATEGIES, Strategy, StrategyResult, group_tokens, refine_request, uncertainty_info
-from .generate import Trace
+from ..generation.decoder import Trace
 
 __all__ = ["SEAT"]
 
@@ -45,7 +45,7 @@ class SEAT(Strategy):
     conditioning: str = "previous"
     """"previous": round r refines round r−1's responses; "none": independent rounds."""
     equivalence: str = "math"
-    """Answer clustering (entrolab.equivalence modes)."""
+    """Answer clustering (entrolab.env.equivalence modes)."""
     max_new_tokens: int = 512
     """Maximum tokens per response."""
     temperature: float = 0.6

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
-from .generate import Trace
+from ..generation.decoder import Trace
 
 __all__ = ["MeanTokenEntropy", "TraceLength", "UNCERTAINTY_SCORES", "auroc"]
 

@@ -12,9 +12,9 @@ import torch
 
 from ..batch import RolloutBatch
 from ..ops.masked import masked_whiten
-from .base import Component, Registry, check_range
+from .base import Component, Registry, check_range, component_registry
 
-ADVANTAGES: Registry["AdvantageEstimator"] = Registry("advantage")
+ADVANTAGES: Registry["AdvantageEstimator"] = component_registry("advantage")
 
 
 def group_statistics(values: torch.Tensor, group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from ..batch import BatchError, RolloutBatch
-from ..equivalence import MODES as _EQUIVALENCE_MODES
+from ..env.equivalence import MODES as _EQUIVALENCE_MODES
 from .advantage import ADVANTAGES, AdvantageEstimator, broadcast_to_tokens, group_statistics
 from .base import ConfigError, check_range
 

@@ -25,9 +25,9 @@ from ..batch import RolloutBatch
 from ..ops.dynamics import centered_covariance
 from ..ops.masked import masked_mean
 from .advantage import ADVANTAGES, AdvantageEstimator, broadcast_to_tokens
-from .base import Component, ConfigError, Registry, check_range
+from .base import Component, ConfigError, Registry, check_range, component_registry
 
-CLIPS: Registry["ClipRule"] = Registry("clip")
+CLIPS: Registry["ClipRule"] = component_registry("clip")
 
 SCOPES = ("micro", "batch")
 

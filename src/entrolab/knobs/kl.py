@@ -17,10 +17,10 @@ from ..ops.dynamics import centered_covariance
 from ..ops.kl import canonical_kl_kind, kl_estimate
 from ..ops.masked import masked_mean
 from .advantage import ADVANTAGES, AdvantageEstimator, GRPOAdvantage, group_statistics
-from .base import Component, ConfigError, Registry, check_range
+from .base import Component, ConfigError, Registry, check_range, component_registry
 from .clip import SCOPES, _check_entropy_source, high_entropy_mask, token_entropy
 
-KLS: Registry["KLPenalty"] = Registry("kl")
+KLS: Registry["KLPenalty"] = component_registry("kl")
 
 
 class KLPenalty(Component):

@@ -20,12 +20,12 @@ import torch
 
 from ..batch import BatchError, RolloutBatch
 from ..ops.masked import masked_mean
-from .base import Component, ConfigError, Registry, check_range
+from .base import Component, ConfigError, Registry, check_range, component_registry
 from .clip import importance_ratio, ppo_token_loss
 from .controllers import EntropyController, TokenMeanMeter, batch_entropy
 from .token_select import TokenWeighting, check_choice, current_or_old, normalise, top_fraction
 
-TERMS: Registry["ObjectiveTerm"] = Registry("objective")
+TERMS: Registry["ObjectiveTerm"] = component_registry("objective")
 
 
 class ObjectiveTerm(Component):
@@ -1006,7 +1006,7 @@ def evol_rl_rewards(answers: "list[Optional[str]]", texts: "list[str]", group_id
     """EVOL-RL's label-free rewards (Zhou et al., 2509.15194; ``reward_manager/semantic_novelty.py``), (B,):
     "majority selects, novelty varies".
 
-    Per prompt (``group_ids``): the answers are clustered (``entrolab.equivalence.cluster_answers``, mode
+    Per prompt (``group_ids``): the answers are clustered (``entrolab.env.equivalence.cluster_answers``, mode
     ``equivalence``) and the largest cluster of present answers is the majority (ties: first seen). With s_ij the
     cosine similarity of the embedded ``texts`` (the response after ``</think>``),
         ν_i = 1 − [0.5·mean_{j ∈ set(i), j≠i} s_ij + 0.5·max_{j≠i} s_ij],     set(i) = majority or non-majority,
@@ -1015,7 +1015,7 @@ def evol_rl_rewards(answers: "list[Optional[str]]", texts: "list[str]", group_id
     ``embed``: strings → (n, d) tensor (default: ``equivalence.load_embedder()``, all-MiniLM-L6-v2; the paper uses
     Qwen3-Embedding-4B served by vLLM).
     """
-    from ..equivalence import cluster_answers, load_embedder
+    from ..env.equivalence import cluster_answers, load_embedder
 
     B = len(answers)
     if len(texts) != B or group_ids.shape[0] != B:

@@ -21,9 +21,9 @@ import torch
 
 from ..batch import RolloutBatch
 from .advantage import group_statistics
-from .base import Component, Registry, check_range
+from .base import Component, Registry, check_range, component_registry
 
-SAMPLINGS: Registry["SamplingStrategy"] = Registry("sampling")
+SAMPLINGS: Registry["SamplingStrategy"] = component_registry("sampling")
 
 
 class SamplingStrategy(Component):

@@ -108,7 +108,7 @@ class AEPOTemperature(SamplingStrategy):
         return self.temperature_high if self.low_entropy() else self.temperature_low
 
     def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Any:
-        from ..train.branching import stack_generations
+        from ..generation.branching import stack_generations
 
         main = engine.generate(prompts, n)
         T = self.controlled_temperature()
@@ -413,7 +413,7 @@ class EntropyDynamicRollout(SamplingStrategy):
         return self.markers.split("|")
 
     def hook(self, engine: Any, budget: dict[int, int]) -> Any:
-        from ..inference.generate import top_p_mask
+        from ..generation.decoder import top_p_mask
 
         markers = self.marker_list()
         width = max(len(m) for m in markers) + 8
@@ -481,7 +481,7 @@ class ExpertMixer:
         self.weights: list[float] = []
 
     def _advance(self, traces: list) -> None:
-        from ..inference.generate import cache_kwargs, output_cache, select_cache
+        from ..generation.decoder import cache_kwargs, output_cache, select_cache
 
         dev = next(self.expert.parameters()).device
         if self.cache is None:
@@ -595,9 +595,9 @@ class SemanticEntropyCurriculum(SamplingStrategy):
         self._served: list[dict] = []
 
     def semantic_entropies(self, engine: Any, examples: list) -> list[float]:
-        from ..equivalence import cluster_answers
+        from ..env.equivalence import cluster_answers
         from ..inference.aggregate import semantic_entropy
-        from ..train.rewards import extract_answer
+        from ..env.rewards import extract_answer
 
         gen = engine.generate([engine.format(ex) for ex in examples], self.samples)
         answers = [extract_answer(t) for t in engine.decode(gen)]
@@ -616,7 +616,7 @@ class SemanticEntropyCurriculum(SamplingStrategy):
             self.queue += [{"example": dataclasses.asdict(pool[i]), "se": se[i], "stage": rank // per + 1}
                            for rank, i in enumerate(order)]
         self._served, self.queue = self.queue[:count], self.queue[count:]
-        from ..train.tasks import Example
+        from ..env.tasks import Example
 
         return [Example(**item["example"]) for item in self._served]
 

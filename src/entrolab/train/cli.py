@@ -20,8 +20,8 @@ def register(sub) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ..knobs.base import ConfigError
-    from .models import ModelLoadError
-    from .tasks import TaskError
+    from ..engine.models import ModelLoadError
+    from ..env.tasks import TaskError
 
     try:
         return _train(args)

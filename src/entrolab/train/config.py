@@ -15,11 +15,11 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import yaml
 
-from ..knobs.base import ConfigError
+from ..env.tasks import TASKS
+from ..errors import ConfigError
 
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 LR_SCHEDULES = ("constant", "linear", "cosine")
-TASK_KINDS = ("arithmetic", "countdown", "file", "tool_arithmetic")
 REWARD_SOURCES = ("verifier", "majority_vote")  # label-free sources: train/extras_advantage.py
 
 
@@ -75,7 +75,7 @@ class DataConfig:
     any method (the verifier still gives reward/accuracy)."""
 
     def validate(self) -> None:
-        _choice("data.task", self.task, TASK_KINDS)
+        _choice("data.task", self.task, TASKS.names())
         if self.task == "file" and not self.path:
             raise ConfigError("data.path is required with data.task=file (a JSONL/Parquet/CSV file or a datasets dir)")
         _min("data.heldout_size", self.heldout_size, 0)

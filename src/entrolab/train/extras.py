@@ -104,7 +104,7 @@ class RolloutContext:
     def answers(self) -> list[Optional[str]]:
         """Each response's final answer (``\\boxed{}``, else the last number), cached."""
         if "answers" not in self.cache:
-            from .rewards import extract_answer
+            from ..env.rewards import extract_answer
 
             self.cache["answers"] = [extract_answer(t) for t in self.texts]
         return self.cache["answers"]

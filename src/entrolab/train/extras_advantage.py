@@ -35,7 +35,7 @@ LABEL_FREE_EXTRA = {"majority_vote": "majority_vote_reward"}
 def answer_clusters(answers: Sequence[Optional[str]], group_ids: torch.Tensor, equivalence: str = "math",
                     embedder: Optional[Callable[[Sequence[str]], Any]] = None) -> torch.Tensor:
     """(B,) cluster id of each answer within its group (0, 1, ... by first appearance), −1 for a missing answer."""
-    from ..equivalence import cluster_answers
+    from ..env.equivalence import cluster_answers
 
     B = len(answers)
     if group_ids.shape[0] != B:

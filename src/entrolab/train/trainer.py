@@ -39,8 +39,9 @@ from .config import TrainConfig, config_from_dict
 from .extras import FORWARD_EXTRAS, ForwardContext, RolloutContext, compute_forward_extras, compute_rollout_extras, \
     provided_extras
 from .extras_advantage import label_free_extras
-from .rollout import Generation, generate, lm_head, policy_logprobs_entropy, response_hidden, \
-    shared_prompt_response_hidden
+from ..engine.forward import lm_head, policy_logprobs_entropy, response_hidden, shared_prompt_response_hidden
+from ..generation.hf_sampling import hf_generate as generate
+from ..generation.rows import Generation
 from .tracking import JsonlLog, Progress, TensorBoardLog, default_run_dir, write_config
 
 
@@ -83,7 +84,8 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, model=None, tokenizer=None, run_dir: Optional[Path] = None):
-        from . import models, rewards, tasks
+        from ..engine import models
+        from ..env import rewards, tasks
 
         self.config = config.validate()
         c = self.config
@@ -125,7 +127,7 @@ class Trainer:
         self.data_position = 0
         self._stream: Optional[Iterator] = None
         self._expert = None  # model.expert, loaded when a sampling strategy asks for it
-        from .branching import IdCounter
+        from ..generation.branching import IdCounter
 
         self._ids = IdCounter()  # run-unique trace / tree-node ids of branching rollouts
 
@@ -179,7 +181,7 @@ class Trainer:
         """The chat-formatted input: the task's own prompt (system prompt, few-shot turns), or data.system_prompt."""
         if self.config.data.system_prompt is None:
             return self.task.format_prompt(self.tokenizer, example)
-        from .tasks import format_prompt
+        from ..env.tasks import format_prompt
 
         return format_prompt(self.tokenizer, example.prompt, self.config.data.system_prompt,
                              getattr(self.task, "fewshot", None))
@@ -217,7 +219,7 @@ class Trainer:
         t = time.perf_counter()
         gen = self.objective.sampling.rollout(engine, prompts, examples, c.rollout.n)
         if gen is None and engine.tools is not None:  # multi-turn tool rollouts, n per prompt
-            from .tools import tool_generate
+            from ..generation.tools import tool_generate
 
             gen = tool_generate(engine, prompts, c.rollout.n)
         if gen is None:
@@ -283,7 +285,7 @@ class Trainer:
 
     def _rollout_engine(self):
         """What a sampling strategy's ``rollout``/``select_examples`` hooks get (``train/branching.py``)."""
-        from .branching import RolloutEngine
+        from ..generation.branching import RolloutEngine
 
         c = self.config
 
@@ -300,7 +302,7 @@ class Trainer:
     def _expert_model(self):
         """The expert of MENTOR-style rollouts (``model.expert``), loaded once; same vocabulary as the policy."""
         if self._expert is None:
-            from . import models
+            from ..engine import models
 
             name = self.config.model.expert
             if name is None and self.config.model.name == "tiny":
@@ -578,7 +580,7 @@ class Trainer:
         prompts = [self._format(ex) for ex in exs]
         tools = getattr(self.task, "tools", None)
         if tools is not None:  # a tool task is evaluated with its tool (train/tools.py)
-            from .tools import tool_generate
+            from ..generation.tools import tool_generate
 
             engine = self._rollout_engine()
             greedy = tool_generate(engine, prompts, 1, tools, greedy=True)

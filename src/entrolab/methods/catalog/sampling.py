@@ -5,8 +5,8 @@ engine of ``train/branching.py``; the advantages reading their extras in ``knobs
 AEPO-Dong, are in ``catalog/sampling_agentic.py``.)
 """
 
-from ..knobs import rollout_advantage, sampling_entropy  # noqa: F401  (register the components)
-from ..methods import Method, register_method
+from ...knobs import rollout_advantage, sampling_entropy  # noqa: F401  (register the components)
+from ..registry import Method, register_method
 
 register_method(Method(
     name="aepo_wang", title="AEPO: arbitrary entropy policy optimisation (temperature control)", arxiv="2510.08141",

@@ -11,7 +11,7 @@ answer, metadata) from two disjoint splits:
   depend on the task seed either (runs with different seeds evaluate on the same questions).
 
 ``task.score(completion, example, format_weight=0.0) -> (reward, correct)`` verifies a
-completion (see :mod:`entrolab.train.rewards`); ``task.format_prompt(tokenizer, example)``
+completion (see :mod:`entrolab.env.rewards`); ``task.format_prompt(tokenizer, example)``
 builds the model input with the task's system prompt and few-shot demonstrations.
 """
 
@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable, Iterator, Sequence
 
-from entrolab.train.rewards import countdown_score, eval_expression, math_score
+from ..errors import ConfigError
+from ..registry import Registry
+from .rewards import countdown_score, eval_expression, math_score
 
 logger = logging.getLogger("entrolab.tasks")
 
@@ -81,7 +83,7 @@ DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_HELDOUT_FRACTION = 0.1
 
 
-class TaskError(ValueError):
+class TaskError(ConfigError):
     """A task could not be built or loaded (bad parameters, file, or column names)."""
 
 
@@ -576,35 +578,24 @@ class FileTask(Task):
 
 
 # --------------------------------------------------------------------------- registry
-TASKS: dict[str, Callable[..., Task]] = {
-    "arithmetic": ArithmeticTask,
-    "countdown": CountdownTask,
-    "file": FileTask,
-}
+TASKS: Registry[Callable[..., Task]] = Registry("task")
+"""Task name → factory; ``data.task`` names one. More tasks register from their own modules (``env/tools.py``)."""
+TASKS.add("arithmetic", ArithmeticTask)
+TASKS.add("countdown", CountdownTask)
+TASKS.add("file", FileTask)
 
 
 def register_task(name: str, factory: Callable[..., Task]) -> None:
-    """Add a task factory to the registry used by :func:`build_task`."""
-    TASKS[name] = factory
-
-
-def _tool_arithmetic(**params: Any) -> Task:
-    """Multi-step arithmetic that needs the calculator tool (``train/tools.py``; imported on use)."""
-    from .tools import ToolArithmeticTask
-
-    return ToolArithmeticTask(**params)
-
-
-register_task("tool_arithmetic", _tool_arithmetic)
+    """Add a task factory to :data:`TASKS` (a duplicate name is refused)."""
+    TASKS.add(name, factory)
 
 
 def build_task(kind: str = DEFAULT_TASK, **params: Any) -> Task:
-    """Build a task by registry name (``arithmetic``, ``countdown``, ``file``) with its parameters."""
+    """Build a task by registry name (``arithmetic``, ``countdown``, ``file``, ``tool_arithmetic``) with its
+    parameters."""
+    if kind not in TASKS:
+        raise TaskError(f"unknown task {kind!r}; valid tasks: {', '.join(TASKS.names())}")
     try:
-        factory = TASKS[kind]
-    except KeyError:
-        raise TaskError(f"unknown task {kind!r}; valid tasks: {sorted(TASKS)}") from None
-    try:
-        return factory(**params)
+        return TASKS.get(kind)(**params)
     except TypeError as exc:
         raise TaskError(f"bad parameters for task {kind!r}: {exc}") from exc

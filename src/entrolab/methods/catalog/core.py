@@ -1,6 +1,6 @@
 """Catalog entries of the foundation: the baselines and the central paper's methods (2505.22617)."""
 
-from ..methods import Method, register_method
+from ..registry import Method, register_method
 
 register_method(Method(
     name="grpo", title="Group Relative Policy Optimization", arxiv="2402.03300",

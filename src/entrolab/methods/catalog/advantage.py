@@ -6,7 +6,7 @@ Any method runs label-free in ``entrolab train`` with ``data.reward_source=major
 EMPO and EM-RL are label-free by construction.
 """
 
-from ..methods import Method, register_method
+from ..registry import Method, register_method
 
 register_method(Method(
     name="entropy_advantage", title="Entropy-based advantage shaping (Reasoning with Exploration)", arxiv="2506.14758",

@@ -11,8 +11,8 @@ Toy overrides: none — the toy policy has no rollouts (its sampling hook is nev
 clip rules act there, at their paper values.
 """
 
-from ..knobs import sampling_agentic  # noqa: F401  (registers the components)
-from ..methods import Method, register_method
+from ...knobs import sampling_agentic  # noqa: F401  (registers the components)
+from ..registry import Method, register_method
 
 register_method(Method(
     name="arpo", title="ARPO: entropy-based adaptive branching after tool calls", arxiv="2507.19849",

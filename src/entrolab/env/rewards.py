@@ -29,7 +29,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
-    from entrolab.train.tasks import Example, Task
+    from entrolab.env.tasks import Example, Task
 
 logger = logging.getLogger("entrolab.rewards")
 

@@ -8,7 +8,7 @@ the toy with the paper's values: their clip rules act on the toy's tokens as wri
 exceeded at the toy's staleness — its stale-data test reuses one rollout for 32 updates instead of changing τ_M2).
 """
 
-from ..methods import Method, register_method
+from ..registry import Method, register_method
 
 register_method(Method(
     name="dler", title="DLER: doing length penalty right", arxiv="2510.15110",

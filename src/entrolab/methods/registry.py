@@ -16,14 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
-from .knobs.advantage import ADVANTAGES
-from .knobs.base import ConfigError, Registry
-from .knobs.clip import CLIPS
-from .knobs.kl import KLS
-from .knobs.objective import TERMS
-from .knobs.sampling import SAMPLINGS
-from .objective import PolicyObjective
-from .ops.masked import AGGREGATION_MODES
+from ..knobs.advantage import ADVANTAGES
+from ..knobs.base import ConfigError, Registry
+from ..knobs.clip import CLIPS
+from ..knobs.kl import KLS
+from ..knobs.objective import TERMS
+from ..knobs.sampling import SAMPLINGS
+from ..objective import PolicyObjective
+from ..ops.masked import AGGREGATION_MODES
 
 COMPONENT_SLOTS: dict[str, Registry] = {
     "sampling": SAMPLINGS,
@@ -270,9 +270,6 @@ def _short(v: Any) -> str:
         return "[" + ", ".join(_short(x) for x in v) + "]"
     return str(v)
 
-
-# The entries live in entrolab/catalog/, one module per knob; importing it registers them.
-from . import catalog  # noqa: E402,F401
 
 __all__ = ["Method", "METHODS", "SLOTS", "build", "resolve", "get_method", "method_names", "register_method",
            "markdown_table"]

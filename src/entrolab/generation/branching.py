@@ -61,9 +61,10 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import torch
 
-from ..inference.generate import Decoder, Hook, Start, Trace, encode_prompts
+from .decoder import Decoder, Hook, Start, Trace, encode_prompts
 from ..knobs.base import ConfigError
-from .rollout import Generation, generate
+from .hf_sampling import hf_generate
+from .rows import Generation
 
 ForkSpec = Union[Start, tuple]
 
@@ -369,7 +370,7 @@ class RolloutEngine:
 
     def generate(self, prompts: Sequence[str], n: int, temperature: Optional[float] = None) -> Generation:
         """``n`` plain samples per prompt (HF ``generate``), with ``prompt_index`` set."""
-        g = generate(self.model, self.tokenizer, prompts, n, temperature or self.temperature, self.top_p,
+        g = hf_generate(self.model, self.tokenizer, prompts, n, temperature or self.temperature, self.top_p,
                      self.max_new_tokens)
         g.prompt_index = torch.arange(len(prompts)).repeat_interleave(n)
         return g

@@ -6,7 +6,7 @@ Toy overrides: the toy policy (8 actions, entropy ≈ 1.75 → 0.3 nats in 30 GR
 an LM's entropy scale and step size, so entropy targets move to ≈ 1 nat and coefficients to the toy's scale.
 """
 
-from ..methods import Method, register_method
+from ..registry import Method, register_method
 
 register_method(Method(
     name="adaptive_entropy", title="Adaptive entropy control (Skywork-OR1)", arxiv="2505.22312",

@@ -6,7 +6,7 @@ does not move it within 20–30 steps, a 2e-3 token fraction selects one token o
 a 50-step stagnation window never closes; each override below says which of these it fixes.
 """
 
-from ..methods import Method, register_method
+from ..registry import Method, register_method
 
 register_method(Method(
     name="orz", title="Open-Reasoner-Zero: no KL, undiscounted advantages", arxiv="2503.24290",
