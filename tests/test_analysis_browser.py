@@ -10,8 +10,8 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from analysis_fixtures import make_run
+
 from entrolab.analysis.report import analyze_run, compare_runs
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from entrolab.analysis.dynamics_check import (DEFAULT_PROMPTS, _entropy_f64, encode_prompt, verify_dynamics,
-                                              verify_dynamics_on_task)
-from entrolab.ops.dynamics import exact_entropy
+from entrolab.analysis.dynamics_check import (
+    DEFAULT_PROMPTS,
+    _entropy_f64,
+    encode_prompt,
+    verify_dynamics,
+    verify_dynamics_on_task,
+)
 from entrolab.engine.models import tiny_model
+from entrolab.ops.dynamics import exact_entropy
 
 PROMPTS = DEFAULT_PROMPTS[:4]
 
@@ -104,6 +109,7 @@ def test_prompt_encoding_applies_the_chat_template_once(tiny):
 
 def test_cli_verify_dynamics_on_a_saved_model(tmp_path, tiny, capsys):
     from analysis_fixtures import make_run
+
     from entrolab.cli import main
 
     model, tok = tiny

@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 import pytest
-
 from analysis_fixtures import make_run
+
 from entrolab.analysis.law import fit_law, forecast, law_from_run
 from entrolab.analysis.stats import pearson, rankdata, spearman
 

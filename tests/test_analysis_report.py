@@ -6,14 +6,19 @@ import re
 
 import numpy as np
 import pytest
-
 from analysis_fixtures import make_run
+
 from entrolab.analysis.dynamics_check import DynamicsReport
-from entrolab.analysis.report import (_layout_tokens, analyze_run, compare_runs, sample_html,
-                                      sample_tokens_figure)
+from entrolab.analysis.report import (
+    _layout_tokens,
+    analyze_run,
+    compare_runs,
+    sample_html,
+    sample_tokens_figure,
+)
 from entrolab.analysis.run import RunDirError, load_run
 from entrolab.cli import main
-from entrolab.knobs.base import ConfigError
+from entrolab.errors import ConfigError
 
 FULL_FIGURES = {"entropy_reward.png", "law.png", "forecast.png", "dynamics.png", "cov_tails.png",
                 "entropy_hist.png", "health.png", "sample_tokens.png"}

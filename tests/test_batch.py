@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from batches import make_batch
 
 from entrolab.batch import BatchError, RolloutBatch
-
-from batches import make_batch
 
 NAN = float("nan")
 

@@ -10,7 +10,6 @@ import math
 import sys
 
 import pytest
-import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 import behaviour  # noqa: E402

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from entrolab.generation.decoder import Decoder, Start, Trace, can_crop_cache
-from entrolab.generation.branching import BranchingRollout, IdCounter, RolloutEngine, pack_traces, stack_generations, tree_nodes
-from entrolab.engine.forward import policy_logprobs_entropy
-
 from inference_fakes import CharTokenizer, ScriptedLM, after_sep, peaked, uniform
+
+from entrolab.engine.forward import policy_logprobs_entropy
+from entrolab.generation.branching import BranchingRollout, IdCounter, RolloutEngine, pack_traces, tree_nodes
+from entrolab.generation.rows import stack_generations
+from entrolab.generation.decoder import Decoder, Start, Trace, can_crop_cache
 
 
 @pytest.fixture(scope="module")

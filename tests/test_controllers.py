@@ -7,12 +7,11 @@ import math
 
 import pytest
 import torch
+from batches import make_batch
 
-from entrolab.knobs.base import ConfigError
+from entrolab.errors import ConfigError
 from entrolab.knobs.controllers import EntropyController, TokenMeanMeter, batch_entropy
 from entrolab.knobs.token_select import normalise, top_fraction, unit_mean
-
-from batches import make_batch
 
 
 # =============================================================================================== controller

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from entrolab.ops.dynamics import (
-    entropy_change_from_hidden,
     PAPER_TAIL_FRACTIONS,
     centered_covariance,
     covariance_tail_means,
+    entropy_change_from_hidden,
     exact_entropy,
     npg_logit_change,
     pg_logit_change,

@@ -7,17 +7,21 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from test_trainer import tiny_config
 
 from entrolab import methods
-from entrolab.knobs.base import ConfigError
-from entrolab.knobs.objective import STAGE_ANSWER, STAGE_OTHER, STAGE_REFLECTION, TERMS, ObjectiveTerm, \
-    clamped_entropy_from_logits
-from entrolab.train.extras import answer_start_positions, provided_extras
-from entrolab.engine.models import tiny_model
 from entrolab.engine.forward import lm_head, response_hidden
+from entrolab.engine.models import tiny_model
+from entrolab.errors import ConfigError
+from entrolab.knobs.objective.base import TERMS, ObjectiveTerm
+from entrolab.knobs.objective.bonuses import (
+    STAGE_ANSWER,
+    STAGE_OTHER,
+    STAGE_REFLECTION,
+    clamped_entropy_from_logits,
+)
+from entrolab.train.extras import answer_start_positions, provided_extras
 from entrolab.train.trainer import Trainer
-
-from test_trainer import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,14 @@ import json
 import pytest
 
 from entrolab.cli import main
-from entrolab.inference.cli import (baseline_curve, capped_note, majority_curve, matched_point, sample_baseline,
-                                    sparkline)
+from entrolab.inference.cli import (
+    baseline_curve,
+    capped_note,
+    majority_curve,
+    matched_point,
+    sample_baseline,
+    sparkline,
+)
 
 
 def test_infer_prints_answer_tokens_and_entropy_trace(capsys):

@@ -12,12 +12,12 @@ import math
 import pytest
 import torch
 
+from entrolab.generation.decoder import generate
 from entrolab.inference import build_strategy
 from entrolab.inference.aggregate import inverse_entropy_vote, majority_vote
 from entrolab.inference.base import default_answer_fn, group_tokens
 from entrolab.inference.eat import ema_variance_stop
 from entrolab.inference.egl import egl_metrics
-from entrolab.generation.decoder import generate
 
 pytestmark = pytest.mark.slow
 

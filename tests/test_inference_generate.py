@@ -6,11 +6,27 @@ import math
 
 import pytest
 import torch
+from inference_fakes import (
+    CharTokenizer,
+    ScriptedLM,
+    after_sep,
+    from_probs,
+    peaked,
+    uniform,
+)
 
-from entrolab.generation.decoder import Decoder, cache_kwargs, output_cache, entropy_varentropy, generate, select_cache, top_k_entropy, top_p_mask
+from entrolab.generation.decoder import (
+    Decoder,
+    cache_kwargs,
+    entropy_varentropy,
+    generate,
+    output_cache,
+    select_cache,
+    top_k_entropy,
+    top_p_mask,
+)
 from entrolab.ops.dynamics import exact_entropy
 from entrolab.ops.entropy import token_entropy, token_logprobs
-from inference_fakes import CharTokenizer, ScriptedLM, after_sep, from_probs, peaked, uniform
 
 
 @pytest.fixture(scope="module")

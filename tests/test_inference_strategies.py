@@ -6,7 +6,17 @@ import math
 
 import pytest
 import torch
+from inference_fakes import (
+    CharTokenizer,
+    ScriptedLM,
+    after_sep,
+    from_probs,
+    peaked,
+    uniform,
+)
 
+from entrolab.errors import ConfigError
+from entrolab.generation.decoder import generate
 from entrolab.inference import (
     DTS,
     EAT,
@@ -21,9 +31,6 @@ from entrolab.inference import (
     strategy_names,
 )
 from entrolab.inference.eat import ema_variance_stop
-from entrolab.generation.decoder import generate
-from entrolab.knobs.base import ConfigError
-from inference_fakes import CharTokenizer, ScriptedLM, after_sep, from_probs, peaked, uniform
 
 IDENTITY = dict(prompt_fn=lambda tok, q: q + "<sep>")
 

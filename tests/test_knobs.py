@@ -9,18 +9,21 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from batches import make_batch
 
 from entrolab import methods
 from entrolab.batch import BatchError
-from entrolab.knobs.advantage import ADVANTAGES
-from entrolab.knobs.base import Component, ConfigError, Registry, component_registry
-from entrolab.knobs.clip import CLIPS, ClipCov, importance_ratio, ppo_token_loss
-from entrolab.knobs.kl import KLS, KLCov
-from entrolab.knobs.objective import TERMS
-from entrolab.knobs.sampling import SAMPLINGS
+from entrolab.errors import ConfigError
+from entrolab.knobs.advantage.base import ADVANTAGES
+from entrolab.knobs.base import Component, component_registry
+from entrolab.knobs.clip.base import CLIPS, importance_ratio, ppo_token_loss
+from entrolab.knobs.clip.covariance import ClipCov
+from entrolab.knobs.kl.base import KLS
+from entrolab.knobs.kl.penalties import KLCov
+from entrolab.knobs.objective.base import TERMS
+from entrolab.knobs.sampling.base import SAMPLINGS
 from entrolab.ops.masked import aggregate_loss
-
-from batches import make_batch
+from entrolab.registry import Registry
 
 
 def _per_token_grad(loss: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
@@ -87,9 +90,9 @@ def test_reinforce_pp_baseline_size_one_group_is_zero():
 
 # Estimators that read engine extras (answer clusters, self-certainty, ...) are checked against this same contract,
 # with their inputs supplied, in test_methods_advantage; those that read the structure a sampling strategy records
-# (tree nodes, fork positions, tool turns: knobs/rollout_advantage.py, knobs/sampling_agentic.py) are tested with
+# (tree nodes, fork positions, tool turns: knobs/advantage/rollouts.py) are tested with
 # that strategy in test_sampling / test_tools.
-ROLLOUT_STRUCTURE_MODULES = ("entrolab.knobs.rollout_advantage", "entrolab.knobs.sampling_agentic")
+ROLLOUT_STRUCTURE_MODULES = ("entrolab.knobs.advantage.rollouts",)
 PLAIN_ESTIMATORS = [n for n in ADVANTAGES.names() if not ADVANTAGES.get(n).engine_extras
                     and ADVANTAGES.get(n).__module__ not in ROLLOUT_STRUCTURE_MODULES]
 

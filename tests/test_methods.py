@@ -7,13 +7,22 @@ from pathlib import Path
 import pytest
 
 from entrolab import methods
-from entrolab.knobs.advantage import ADVANTAGES, DrGRPOAdvantage, GRPOAdvantage
-from entrolab.knobs.base import ConfigError
-from entrolab.knobs.clip import CLIPS, ClipCov, ClipHigher, NoClip, PPOClip
-from entrolab.knobs.kl import KLS, KLCov, NoKL
-from entrolab.knobs.objective import TERMS, EntropyBonus
-from entrolab.knobs.sampling import SAMPLINGS, DynamicSampling
-from entrolab.methods import COMPONENT_SLOTS, METHODS, Method, build, register_method, resolve
+from entrolab.errors import ConfigError
+from entrolab.knobs.advantage.base import ADVANTAGES, DrGRPOAdvantage, GRPOAdvantage
+from entrolab.knobs.clip.base import CLIPS, ClipHigher, NoClip, PPOClip
+from entrolab.knobs.clip.covariance import ClipCov
+from entrolab.knobs.kl.base import KLS, NoKL
+from entrolab.knobs.kl.penalties import KLCov
+from entrolab.knobs.objective.base import TERMS, EntropyBonus
+from entrolab.knobs.sampling.base import SAMPLINGS, DynamicSampling
+from entrolab.methods import (
+    COMPONENT_SLOTS,
+    METHODS,
+    Method,
+    build,
+    register_method,
+    resolve,
+)
 from entrolab.objective import PolicyObjective
 from entrolab.ops.masked import AGGREGATION_MODES
 

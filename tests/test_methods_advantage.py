@@ -37,20 +37,28 @@ import warnings
 
 import pytest
 import torch
+from batches import make_batch
+from inference_fakes import CharTokenizer
 
 from entrolab import methods
 from entrolab.batch import BatchError, RolloutBatch
-from entrolab.knobs.advantage import ADVANTAGES
-from entrolab.knobs.advantage_entropy import self_certainty_from_logits
-from entrolab.knobs.base import ConfigError
+from entrolab.errors import ConfigError
+from entrolab.knobs.advantage.base import ADVANTAGES
+from entrolab.knobs.advantage.entropy import self_certainty_from_logits
 from entrolab.toy import TabularPolicy, ToySettings, _optimizer, train_toy
-from entrolab.train.extras import RolloutContext, compute_rollout_extras, provided_extras
-from entrolab.train.extras_advantage import (answer_clusters, label_free_extras, majority_vote_rewards, phase_ids,
-                                             step_ids)
+from entrolab.train.extras import (
+    RolloutContext,
+    compute_rollout_extras,
+    provided_extras,
+)
+from entrolab.train.extras_advantage import (
+    answer_clusters,
+    label_free_extras,
+    majority_vote_rewards,
+    phase_ids,
+    step_ids,
+)
 from entrolab.update import UpdateSettings, policy_update
-
-from batches import make_batch
-from inference_fakes import CharTokenizer
 
 ADVANTAGE_METHODS = ["entropy_advantage", "rl_zvp", "empo", "entropy_position", "pear", "empg", "em_rl", "seed_grpo",
                      "edge_grpo", "ucas", "acpo", "canon", "qae", "adathink_med", "less"]

@@ -57,18 +57,29 @@ import warnings
 
 import pytest
 import torch
+from batches import make_batch
 
 from entrolab import methods
-from entrolab.knobs.advantage import ADVANTAGES, DrGRPOAdvantage, ReinforcePPBaselineAdvantage
-from entrolab.knobs.base import ConfigError
-from entrolab.knobs.clip import (CLIPS, ArcherClip, BAPOClip, DCPOAdvantage, bapo_balance, dcpo_bounds,
-                                 high_entropy_mask, importance_ratio, m2_threshold, ppo_token_loss)
-from entrolab.knobs.kl import KLS
+from entrolab.errors import ConfigError
+from entrolab.knobs.advantage.base import (
+    ADVANTAGES,
+    DrGRPOAdvantage,
+    ReinforcePPBaselineAdvantage,
+)
+from entrolab.knobs.advantage.history import DCPOAdvantage
+from entrolab.knobs.clip.base import CLIPS, importance_ratio, ppo_token_loss
+from entrolab.knobs.clip.rules import (
+    ArcherClip,
+    BAPOClip,
+    bapo_balance,
+    dcpo_bounds,
+    m2_threshold,
+)
+from entrolab.knobs.kl.base import KLS
+from entrolab.knobs.token_select import high_entropy_mask
 from entrolab.ops.kl import kl_estimate
 from entrolab.ops.masked import aggregate_loss
 from entrolab.toy import TabularPolicy, ToySettings, train_toy
-
-from batches import make_batch
 
 CLIP_METHODS = ("dler", "eag_rl", "clip_low_high", "bapo", "archer", "dcpo", "aspo", "ce_gppo", "m2po", "espo", "erc")
 

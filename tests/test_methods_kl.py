@@ -44,15 +44,19 @@ import warnings
 
 import pytest
 import torch
+from batches import make_batch
 
 from entrolab import methods
-from entrolab.knobs.advantage import ADVANTAGES, DrGRPOAdvantage, GRPOAdvantage, group_statistics
-from entrolab.knobs.base import ConfigError
-from entrolab.knobs.kl import KLS, NoKL
-from entrolab.knobs.sampling import SAMPLINGS
+from entrolab.errors import ConfigError
+from entrolab.knobs.advantage.base import (
+    ADVANTAGES,
+    DrGRPOAdvantage,
+    GRPOAdvantage,
+    group_statistics,
+)
+from entrolab.knobs.kl.base import KLS, NoKL
+from entrolab.knobs.sampling.base import SAMPLINGS
 from entrolab.toy import TabularPolicy, ToySettings, train_toy
-
-from batches import make_batch
 
 KL_METHODS = ("orz", "prorl", "apo", "sent", "ragen")
 

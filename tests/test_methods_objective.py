@@ -26,19 +26,22 @@ import warnings
 
 import pytest
 import torch
+from batches import make_batch
 
 from entrolab import methods
 from entrolab.batch import BatchError
-from entrolab.knobs.base import ConfigError
-from entrolab.knobs.objective import (
-    TERMS, clamped_entropy_from_logits, difficulty_weights, epo_phase_weight, lemma1_sampled_logit,
-    stage_ids_from_answer_start, steer_omega,
+from entrolab.errors import ConfigError
+from entrolab.knobs.objective.base import TERMS
+from entrolab.knobs.objective.bonuses import (
+    clamped_entropy_from_logits,
+    difficulty_weights,
+    epo_phase_weight,
+    stage_ids_from_answer_start,
 )
+from entrolab.knobs.objective.selection import lemma1_sampled_logit, steer_omega
 from entrolab.ops.dynamics import predicted_entropy_change
 from entrolab.toy import TabularPolicy, ToySettings, _optimizer, train_toy
 from entrolab.update import UpdateSettings, policy_update
-
-from batches import make_batch
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 
@@ -721,7 +724,7 @@ def test_term_parameter_checks():
 
 # =============================================================================================== evol_rl
 def test_evol_rl_rewards_hand_case():
-    from entrolab.knobs.objective import evol_rl_rewards
+    from entrolab.knobs.objective.bonuses import evol_rl_rewards
     # group 0: answers 4, 4, 4, 7, None → majority {0, 1, 2}, minority {3}, no answer {4}
     # embeddings (unit vectors): 0 and 1 identical, 2 orthogonal to both, 3 at 60° from 0/1
     vecs = {"a": [1.0, 0.0, 0.0], "b": [1.0, 0.0, 0.0], "c": [0.0, 1.0, 0.0], "d": [0.5, 0.0, math.sqrt(0.75)]}

@@ -5,7 +5,15 @@ import sys
 import pytest
 import torch
 
-from entrolab.engine.models import PACKAGED_DEFAULT, PACKAGED_GGUF_FILE, ModelLoadError, lm_head_weight, load_model, packaged_model_path, tiny_model
+from entrolab.engine.models import (
+    PACKAGED_DEFAULT,
+    PACKAGED_GGUF_FILE,
+    ModelLoadError,
+    lm_head_weight,
+    load_model,
+    packaged_model_path,
+    tiny_model,
+)
 from entrolab.env.tasks import ArithmeticTask, format_prompt
 
 

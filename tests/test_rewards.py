@@ -8,7 +8,19 @@ from fractions import Fraction
 import pytest
 
 from entrolab.env import rewards
-from entrolab.env.rewards import ExpressionError, RewardFunction, build_reward, check_countdown, countdown_score, eval_expression, extract_boxed, load_reward_fn, math_score, parse_int, verify_math
+from entrolab.env.rewards import (
+    ExpressionError,
+    RewardFunction,
+    build_reward,
+    check_countdown,
+    countdown_score,
+    eval_expression,
+    extract_boxed,
+    load_reward_fn,
+    math_score,
+    parse_int,
+    verify_math,
+)
 from entrolab.env.tasks import ArithmeticTask, CountdownTask, Example
 
 

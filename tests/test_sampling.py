@@ -9,19 +9,31 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from inference_fakes import (
+    CharTokenizer,
+    ScriptedLM,
+    after_sep,
+    from_probs,
+    peaked,
+    uniform,
+)
 
 from entrolab import methods
 from entrolab.batch import BatchError, RolloutBatch
-from entrolab.generation.decoder import Trace
-from entrolab.knobs.base import ConfigError
-from entrolab.knobs.rollout_advantage import ETTRLAdvantage, FR3EAdvantage, MentorAdvantage, TreeRLAdvantage
-from entrolab.knobs.sampling import SAMPLINGS
-from entrolab.knobs.sampling_entropy import AEPOTemperature, ExpertMixer
-from entrolab.generation.branching import RolloutEngine
-from entrolab.generation.rows import Generation
 from entrolab.env.tasks import Example
-
-from inference_fakes import CharTokenizer, ScriptedLM, after_sep, from_probs, peaked, uniform
+from entrolab.errors import ConfigError
+from entrolab.generation.branching import RolloutEngine
+from entrolab.generation.decoder import Trace
+from entrolab.generation.rows import Generation
+from entrolab.knobs.advantage.rollouts import (
+    ETTRLAdvantage,
+    FR3EAdvantage,
+    MentorAdvantage,
+    TreeRLAdvantage,
+)
+from entrolab.knobs.sampling.base import SAMPLINGS
+from entrolab.knobs.sampling.guided import ExpertMixer
+from entrolab.knobs.sampling.temperature import AEPOTemperature
 
 OURS = ["aepo_wang", "treerl", "fr3e", "ettrl", "adr", "cure", "entropy_curriculum", "mentor"]
 
@@ -415,8 +427,14 @@ def _row(gen, i):
 
 
 def test_edge_gec_rewrites_only_wrong_responses_with_the_card_injections():
-    from entrolab.knobs.sampling_gec import ANSWER, ANSWER_HINT, HINT, KEEP, REGENERATE
     from entrolab.env.rewards import countdown_score, math_score
+    from entrolab.knobs.sampling.guided import (
+        ANSWER,
+        ANSWER_HINT,
+        HINT,
+        KEEP,
+        REGENERATE,
+    )
 
     gen = build("edge_gec").rollout(_gec_engine(seed=0), PROMPTS, GEC_EXAMPLES, 8)
     act = gen.extras["gec_action"].tolist()
@@ -451,7 +469,7 @@ def test_edge_gec_rewrites_only_wrong_responses_with_the_card_injections():
 
 
 def test_edge_gec_split_follows_the_seeded_generator():
-    from entrolab.knobs.sampling_gec import ANSWER, KEEP, REGENERATE
+    from entrolab.knobs.sampling.guided import ANSWER, KEEP, REGENERATE
 
     correct = [True, False] * 200
     acts = build("edge_gec").choose(correct, torch.Generator().manual_seed(3))

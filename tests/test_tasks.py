@@ -6,8 +6,28 @@ from itertools import islice
 
 import pytest
 
-from entrolab.env.rewards import check_countdown, eval_expression, extract_boxed, verify_math
-from entrolab.env.tasks import ARITHMETIC_LEVELS, DEFAULT_DIFFICULTY, DEFAULT_FEWSHOT, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SYSTEM_PROMPT, DEFAULT_TASK, TASKS, ArithmeticTask, CountdownTask, Example, FileTask, TaskError, build_task, format_prompt
+from entrolab.env.rewards import (
+    check_countdown,
+    eval_expression,
+    extract_boxed,
+    verify_math,
+)
+from entrolab.env.tasks import (
+    ARITHMETIC_LEVELS,
+    DEFAULT_DIFFICULTY,
+    DEFAULT_FEWSHOT,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_SYSTEM_PROMPT,
+    DEFAULT_TASK,
+    TASKS,
+    ArithmeticTask,
+    CountdownTask,
+    Example,
+    FileTask,
+    TaskError,
+    build_task,
+    format_prompt,
+)
 
 
 def take(task, n, start=0):

@@ -10,19 +10,27 @@ import time
 
 import pytest
 import torch
-
 from batches import make_batch
 from inference_fakes import CharTokenizer, ScriptedLM, after_sep, peaked, uniform
+
 from entrolab import methods
 from entrolab.batch import RolloutBatch
-from entrolab.knobs.advantage import ADVANTAGES
-from entrolab.knobs.base import ConfigError
-from entrolab.knobs.sampling import SAMPLINGS
-from entrolab.knobs.sampling_agentic import AEPODongSampling, ARPOSampling, shared_token_mean
-from entrolab.generation.branching import RolloutEngine
 from entrolab.env.sandbox import SandboxLimits, run_programs
 from entrolab.env.tasks import TaskError, build_task
-from entrolab.generation.tools import ToolEnvironment, ToolHook, engine_tools, segment_entropy, tool_generate, tool_state
+from entrolab.errors import ConfigError
+from entrolab.generation.branching import RolloutEngine
+from entrolab.generation.tools import (
+    ToolEnvironment,
+    ToolHook,
+    engine_tools,
+    segment_entropy,
+    tool_generate,
+    tool_state,
+)
+from entrolab.knobs.advantage.base import ADVANTAGES
+from entrolab.knobs.advantage.rollouts import shared_token_mean
+from entrolab.knobs.sampling.agentic import AEPODongSampling, ARPOSampling
+from entrolab.knobs.sampling.base import SAMPLINGS
 
 INLINE = ToolEnvironment(isolation="inline")
 
@@ -156,8 +164,8 @@ def test_tool_rollout_masks_observations_and_counts_turns():
 def test_observation_tokens_are_attended_by_the_policy_forward():
     """Two rows identical but for the observation's digits: the trainer's forward gives equal log-probs before the
     observation and different ones after it (the model attends to tool output)."""
-    from entrolab.engine.models import tiny_model
     from entrolab.engine.forward import policy_logprobs_entropy
+    from entrolab.engine.models import tiny_model
 
     model, tok = tiny_model(seed=0)
     prompt = tok.encode("Compute 2+3.", add_special_tokens=False)

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from entrolab.cli import main
-from entrolab.knobs.base import ConfigError
+from entrolab.errors import ConfigError
 from entrolab.train.config import config_from_dict, load_config, parse_overrides
 from entrolab.train.trainer import Trainer, TrainingError, pass_at_k
+
 
 def tiny_config(tmp_path, reward_path, **sections):
     cfg = {
@@ -239,8 +240,8 @@ def test_a_reset_reference_survives_resume(tmp_path, reward_path):
 def test_shared_prompt_forward_equals_the_full_forward_under_padding():
     """The ΔH check runs a group's shared prompt once (KV cache shared by its rows): same hidden states as running
     each row in full, with a left-padded prompt and right-padded responses of different lengths."""
-    from entrolab.engine.models import tiny_model
     from entrolab.engine.forward import response_hidden, shared_prompt_response_hidden
+    from entrolab.engine.models import tiny_model
 
     model, tok = tiny_model(seed=2)
     pad = tok.pad_token_id

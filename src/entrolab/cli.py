@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Callable, Optional, Sequence
 
-from .knobs.base import ConfigError
+from .errors import ConfigError
 
 # Modules that add subcommands: each exposes register(subparsers) -> None.
 _AREAS = (
@@ -50,7 +50,7 @@ def _methods_show(name: str, steps: int, seed: int) -> str:
 
     from . import methods
     from .batch import BatchError
-    from .knobs.sampling import SamplingStrategy
+    from .knobs.sampling.base import SamplingStrategy
     from .toy import TabularPolicy, ToySettings, train_toy
 
     m = methods.get_method(name)

@@ -19,15 +19,15 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 
 from .batch import RolloutBatch
-from .knobs.advantage import AdvantageEstimator, GRPOAdvantage
-from .knobs.base import Component, ConfigError
-from .knobs.clip import ClipRule, PPOClip
-from .knobs.kl import KLPenalty, NoKL
-from .knobs.objective import ObjectiveTerm
-from .knobs.sampling import SamplingStrategy, StandardSampling
+from .errors import ConfigError
+from .knobs.advantage.base import AdvantageEstimator, GRPOAdvantage
+from .knobs.base import Component
+from .knobs.clip.base import ClipRule, PPOClip
+from .knobs.kl.base import KLPenalty, NoKL
+from .knobs.objective.base import ObjectiveTerm
+from .knobs.sampling.base import SamplingStrategy, StandardSampling
 from .ops.dynamics import centered_covariance
 from .ops.masked import AGGREGATION_MODES, aggregate_loss, masked_mean
-
 
 ENGINE_ACTIONS = frozenset({"reset_reference", "reset_optimizer"})
 

@@ -19,14 +19,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..knobs.base import ConfigError
+from ..errors import ConfigError
 
 
 def _load_model(spec: str):
     """'default'/'smollm2' → the packaged SmolLM2-135M-Instruct; 'tiny' → the tiny random test model; otherwise a
     local HF model directory or .gguf file (float32: the check measures small logit changes)."""
     try:
-        from ..engine.models import PACKAGED_DEFAULT, ModelLoadError, load_model, tiny_model
+        from ..engine.models import (
+            PACKAGED_DEFAULT,
+            ModelLoadError,
+            load_model,
+            tiny_model,
+        )
     except ImportError as e:
         raise ConfigError(f"--model needs entrolab.engine.models ({e}); install the train extra "
                           "(pip install -e '.[train]')") from None

@@ -20,7 +20,14 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .law import PAPER_FIT_FRACTION, PAPER_FORECAST_FINAL_ERROR, PAPER_FORECAST_RMSE, forecast, law_points, fit_law
+from .law import (
+    PAPER_FIT_FRACTION,
+    PAPER_FORECAST_FINAL_ERROR,
+    PAPER_FORECAST_RMSE,
+    fit_law,
+    forecast,
+    law_points,
+)
 from .run import PathLike, Run, RunDirError, load_run
 from .stats import pearson, spearman
 

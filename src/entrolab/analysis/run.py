@@ -17,7 +17,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ..knobs.base import ConfigError
+from ..errors import ConfigError
 
 PathLike = Union[str, Path]
 

@@ -20,7 +20,15 @@ from typing import Optional, Sequence
 
 from .rewards import math_score
 from .sandbox import ISOLATIONS, SandboxLimits, ToolResult, run_programs
-from .tasks import DEFAULT_HELDOUT_FRACTION, TASKS, Example, TaskError, _draw, _evaluate_checked, _SyntheticTask
+from .tasks import (
+    DEFAULT_HELDOUT_FRACTION,
+    TASKS,
+    Example,
+    TaskError,
+    _draw,
+    _evaluate_checked,
+    _SyntheticTask,
+)
 
 __all__ = ["TOOL_OPEN", "TOOL_CLOSE", "RESULT_OPEN", "RESULT_CLOSE", "ToolEnvironment", "ToolArithmeticTask",
            "TOOL_ARITHMETIC_LEVELS"]
@@ -105,7 +113,7 @@ class ToolArithmeticTask(_SyntheticTask):
 
     Exact integer answers, verified from the last ``\\boxed{}`` of the text the *model* wrote (observations are
     stripped first, so a boxed value inside a tool result earns nothing). Train and held-out questions partition the
-    question space by a stable hash, as for the other synthetic tasks (``train/tasks.py``). ``tools`` is the task's
+    question space by a stable hash, as for the other synthetic tasks (``env/tasks.py``). ``tools`` is the task's
     :class:`ToolEnvironment` (``max_tool_calls`` calls per response, ``tool_isolation``); the trainer runs tool
     rollouts for every method on such a task. Registered as ``data.task=tool_arithmetic``.
     """

@@ -2,15 +2,15 @@
 (reusing the prefix's KV cache) and keeps the tree, for every sampling method that branches.
 
 Two public pieces, both stable APIs for methods (TreeRL, FR3E, ETTRL, ADR, CURE, MENTOR here; ARPO / AEPO-Dong in
-``knobs/sampling_agentic.py``) and for inference strategies that branch:
+``knobs/sampling/agentic.py``) and for inference strategies that branch:
 
-**1. The sampling hook.** A ``SamplingStrategy`` (``knobs/sampling.py``) may take over generation::
+**1. The sampling hook.** A ``SamplingStrategy`` (``knobs/sampling/base.py``) may take over generation::
 
     def rollout(self, engine: RolloutEngine, prompts: list[str], examples: list, n: int) -> Generation | None
     def select_examples(self, engine: RolloutEngine, count: int) -> list | None   # the prompt stream (curricula)
 
 ``None`` means "plain sampling" (``n`` rows per prompt with HF ``generate``). ``prompts`` are the chat-formatted
-inputs of ``examples``. A returned ``train.rollout.Generation`` may hold any number of rows; it sets
+inputs of ``examples``. A returned ``generation.rows.Generation`` may hold any number of rows; it sets
 ``prompt_index`` (row → example, so the trainer scores each row against the right answer), ``group_ids`` (row →
 advantage group; default ``prompt_index``), ``trainable`` (the loss mask: tool outputs, a re-used prefix, ... are
 attended but not trained), ``extras`` (→ ``RolloutBatch.extras``; ``(B, T, ...)`` tensors are token-aligned and are
@@ -20,12 +20,12 @@ in its one fused forward pass, exactly as for plain sampling. ``engine`` (a :cla
 
 - ``model``, ``tokenizer``, ``temperature``, ``top_p``, ``max_new_tokens``, ``generator``, ``step``;
 - ``generate(prompts, n, temperature=None) -> Generation`` (plain HF sampling; rows prompt-major);
-- ``branching(**decoder_kwargs) -> BranchingRollout`` (below) and ``decoder(**kwargs) -> inference.generate.Decoder``;
+- ``branching(**decoder_kwargs) -> BranchingRollout`` (below) and ``decoder(**kwargs) -> generation.decoder.Decoder``;
 - ``encode(prompts)``, ``decode(generation)``, ``score(texts, examples) -> (rewards (B,), correct list)``;
 - ``expert()``: a second HF model with the same vocabulary (``model.expert``; MENTOR), ``next_examples(k)``: the
   trainer's prompt stream, ``format(example)``: its chat-formatted input, ``new_ids(k)``: run-unique integer ids.
 
-**2. The branching engine** :class:`BranchingRollout`, on top of ``inference.generate.Decoder`` (the KV-cached
+**2. The branching engine** :class:`BranchingRollout`, on top of ``generation.decoder.Decoder`` (the KV-cached
 decoder that records H_t, V_t and log π per token and lets a step hook ``stop``/``fork``/``force`` sequences)::
 
     tree = engine.branching()                      # or BranchingRollout(model, tokenizer, ...)
@@ -33,7 +33,7 @@ decoder that records H_t, V_t and log π per token and lets a step hook ``stop``
     kids = tree.fork([(trace, position, copies), ...], hook=None)  # continue trace after tokens[:position]
     gen = tree.pack(traces, prompt_index=[...], group_ids=[...], trainable=None)
 
-Every ``Trace`` (``inference.generate.Trace``) is one complete root-to-leaf response: ``token_ids``, ``entropies``
+Every ``Trace`` (``generation.decoder.Trace``) is one complete root-to-leaf response: ``token_ids``, ``entropies``
 (of softmax(z/T) at the sampling temperature), ``logprobs``, ``parent`` (the trace it was forked from) and
 ``fork_step`` (the token position where it diverged; it shares ``token_ids[:fork_step]`` with its parent). Forks are
 either *online*, from a hook during decoding (``view.fork(row, tokens)``; children take different tokens at that
@@ -48,7 +48,7 @@ writes it into the extras
 
 - ``tree_node`` (B, T) long: the node id (≥ 1, unique per run) of the segment each response token belongs to, 0 on
   padding — the path of a row is its sequence of distinct node ids; a node's subtree leaves are the rows whose path
-  contains it (``knobs/rollout_advantage.py`` computes per-node and per-leaf-group advantages from this alone);
+  contains it (``knobs/advantage/rollouts.py`` computes per-node and per-leaf-group advantages from this alone);
 - ``tree_root`` (B,) long: the run-unique id of the row's root trace; ``fork_pos`` (B,) long: the row's
   ``fork_step`` (0 for roots); ``tree_depth`` (B,) long: number of forks from its root.
 """
@@ -61,8 +61,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import torch
 
+from ..errors import ConfigError
 from .decoder import Decoder, Hook, Start, Trace, encode_prompts
-from ..knobs.base import ConfigError
 from .hf_sampling import hf_generate
 from .rows import Generation
 
@@ -284,51 +284,6 @@ def pack_traces(traces: Sequence[Trace], prompt_index: Sequence[int], *, group_i
     )
 
 
-def stack_generations(gens: Sequence[Generation], pad_token_id: int) -> Generation:
-    """Rows of several generations in one (prompts left-padded, responses right-padded to common widths); optional
-    fields filled with their defaults where a part lacks them; extras must be present in every part."""
-    P = max(g.prompt_len for g in gens)
-    T = max(g.response_ids.shape[1] for g in gens)
-
-    def lp(x, w, v):
-        return torch.nn.functional.pad(x, (w - x.shape[1], 0), value=v)
-
-    def rp(x, w, v):
-        pad = [0, 0] * (x.dim() - 2) + [0, w - x.shape[1]]
-        return torch.nn.functional.pad(x, pad, value=v)
-
-    ids, att, rid, rm, tr, pi, gi = [], [], [], [], [], [], []
-    for g in gens:
-        ids.append(torch.cat([lp(g.input_ids[:, :g.prompt_len], P, pad_token_id),
-                              rp(g.input_ids[:, g.prompt_len:], T, pad_token_id)], 1))
-        att.append(torch.cat([lp(g.attention_mask[:, :g.prompt_len], P, 0), rp(g.attention_mask[:, g.prompt_len:], T, 0)],
-                             1))
-        rid.append(rp(g.response_ids, T, pad_token_id))
-        rm.append(rp(g.response_mask, T, 0))
-        tr.append(rp(g.loss_mask, T, 0))
-        pi.append(g.prompt_index if g.prompt_index is not None else _prompt_major(g))
-        gi.append(g.group_ids if g.group_ids is not None else pi[-1])
-    keys = set().union(*(g.extras for g in gens))
-    extras = {}
-    for k in sorted(keys):
-        if not all(k in g.extras for g in gens):
-            raise ValueError(f"extra {k!r} is missing from some of the stacked generations")
-        parts = [g.extras[k] for g in gens]
-        token = all(p.dim() >= 2 and p.shape[1] == g.response_ids.shape[1] for p, g in zip(parts, gens))
-        extras[k] = torch.cat([rp(p, T, 0) if token else p for p in parts])
-    metrics: dict[str, Any] = {}
-    for g in gens:
-        metrics.update(g.metrics)
-    return Generation(input_ids=torch.cat(ids), attention_mask=torch.cat(att), prompt_len=P,
-                      response_ids=torch.cat(rid), response_mask=torch.cat(rm),
-                      truncated=torch.cat([g.truncated for g in gens]), trainable=torch.cat(tr),
-                      prompt_index=torch.cat(pi), group_ids=torch.cat(gi), extras=extras, metrics=metrics)
-
-
-def _prompt_major(g: Generation) -> torch.Tensor:
-    raise ValueError("a generation without prompt_index cannot be stacked; set prompt_index (row → prompt)")
-
-
 # ---------------------------------------------------------------------------------------------------- the engine
 @dataclass
 class RolloutEngine:
@@ -347,7 +302,7 @@ class RolloutEngine:
     examples_fn: Optional[Callable[[int], list]] = None
     format_fn: Optional[Callable[[Any], str]] = None
     ids: IdCounter = field(default_factory=IdCounter)
-    tools: Any = None  # a tool task's environment (train/tools.py), for multi-turn rollouts; None = no tools
+    tools: Any = None  # a tool task's environment (env/tools.py), for multi-turn rollouts; None = no tools
 
     def new_ids(self, k: int = 1) -> list[int]:
         return self.ids.take(k)

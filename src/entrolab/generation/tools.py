@@ -21,10 +21,10 @@ EPO (2509.22576) reads it as ``batch.extras["turn_id"]`` for its per-turn entrop
 per-token entropy): it watches each live sequence, batches the tool calls that complete at one step into a single
 sandbox run, and forces the observations; forks of a sequence inherit its tool state. A caller may pass
 ``on_observation(view, rows)``, run at the first decoding step after an observation has been fully appended — the
-moment at which ARPO and AEPO decide whether to branch (``entrolab.knobs.sampling_agentic``).
+moment at which ARPO and AEPO decide whether to branch (``entrolab.knobs.sampling.agentic``).
 
-**In the trainer.** Rollouts run on the branching engine (``train/branching.py``: ``engine.branching().sample``
-with a :class:`ToolHook`) and are packed by :func:`pack_tool_traces` into a ``train.rollout.Generation``: attention
+**In the trainer.** Rollouts run on the branching engine (``generation/branching.py``: ``engine.branching().sample``
+with a :class:`ToolHook`) and are packed by :func:`pack_tool_traces` into a ``generation.rows.Generation``: attention
 over every response token, ``trainable`` 0 on observations, the tree extras, plus ``turn_id`` and
 ``tool_observation`` extras and ``tools/*`` metrics. On a task with a ``tools`` attribute (``tool_arithmetic``,
 :class:`ToolArithmeticTask`) the trainer sets ``engine.tools`` and, when the method's sampling strategy does not take
@@ -40,7 +40,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from ..env.tools import ToolEnvironment, TOOL_CLOSE
+from ..env.tools import TOOL_CLOSE, ToolEnvironment
 from .decoder import StepView, Trace
 
 __all__ = ["ToolHook", "engine_tools", "pack_tool_traces", "segment_entropy", "tool_generate", "tool_state",

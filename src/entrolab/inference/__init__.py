@@ -9,6 +9,17 @@
 - :mod:`.uncertainty` — trace-length and mean-token-entropy uncertainty scores, AUROC.
 """
 
+from ..generation.decoder import (
+    Decoder,
+    DecodeStats,
+    Generation,
+    StepView,
+    Trace,
+    entropy_varentropy,
+    generate,
+    select_cache,
+    top_k_entropy,
+)
 from .aggregate import (
     SEATRound,
     Vote,
@@ -21,8 +32,17 @@ from .aggregate import (
     weighted_vote,
 )
 from .base import STRATEGIES, Strategy, StrategyResult, build_strategy, strategy_names
-from ..generation.decoder import DecodeStats, Decoder, Generation, StepView, Trace, entropy_varentropy, generate, select_cache, top_k_entropy
-from .strategies import DTS, EAT, EGL, SEAT, EAGer, InverseEntropyVote, MajorityVote, MinEntropyPath, SampleStrategy
+from .strategies import (
+    DTS,
+    EAT,
+    EGL,
+    SEAT,
+    EAGer,
+    InverseEntropyVote,
+    MajorityVote,
+    MinEntropyPath,
+    SampleStrategy,
+)
 from .uncertainty import MeanTokenEntropy, TraceLength, auroc
 
 __all__ = [

@@ -18,11 +18,11 @@ from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import torch
 
-from ..knobs.base import Component, component_registry
 from ..errors import ConfigError
+from ..generation.decoder import Decoder, Trace
+from ..knobs.base import Component, component_registry
 from ..registry import Registry, check_range
 from .aggregate import inverse_entropy_vote, majority_vote, min_entropy_path
-from ..generation.decoder import Decoder, Trace
 
 __all__ = [
     "STRATEGIES",

@@ -22,8 +22,7 @@ import json
 import math
 from typing import Any, Optional
 
-from ..knobs.base import ConfigError
-
+from ..errors import ConfigError
 
 
 def _registry_help() -> tuple[str, str]:

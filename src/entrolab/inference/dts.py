@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..knobs.base import ConfigError, check_range
+from ..errors import ConfigError
+from ..generation.decoder import StepView, entropy_varentropy
+from ..registry import check_range
 from .aggregate import majority_vote
 from .base import STRATEGIES, Strategy, StrategyResult, group_tokens, uncertainty_info
-from ..generation.decoder import StepView, entropy_varentropy
 
 __all__ = ["DTS"]
 

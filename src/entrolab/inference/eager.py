@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..knobs.base import check_range
+from ..generation.decoder import StepView, top_k_entropy
+from ..registry import check_range
 from .aggregate import majority_vote
 from .base import STRATEGIES, Strategy, StrategyResult, group_tokens, uncertainty_info
-from ..generation.decoder import StepView, top_k_entropy
 
 __all__ = ["EAGer"]
 

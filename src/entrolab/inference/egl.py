@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from ..knobs.base import check_range
-from .base import STRATEGIES, Strategy, StrategyResult, refine_request, uncertainty_info
 from ..generation.decoder import StepView, Trace, top_k_entropy
+from ..registry import check_range
+from .base import STRATEGIES, Strategy, StrategyResult, refine_request, uncertainty_info
 
 __all__ = ["EGL", "egl_metrics"]
 

@@ -20,10 +20,18 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from ..knobs.base import ConfigError, check_range
-from .aggregate import SEATRound, majority_vote, seat_loop
-from .base import STRATEGIES, Strategy, StrategyResult, group_tokens, refine_request, uncertainty_info
+from ..errors import ConfigError
 from ..generation.decoder import Trace
+from ..registry import check_range
+from .aggregate import SEATRound, majority_vote, seat_loop
+from .base import (
+    STRATEGIES,
+    Strategy,
+    StrategyResult,
+    group_tokens,
+    refine_request,
+    uncertainty_info,
+)
 
 __all__ = ["SEAT"]
 

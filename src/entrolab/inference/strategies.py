@@ -1,6 +1,12 @@
 """Imports every strategy module so that each registers itself in :data:`entrolab.inference.base.STRATEGIES`."""
 
-from .base import STRATEGIES, InverseEntropyVote, MajorityVote, MinEntropyPath, SampleStrategy  # noqa: F401
+from .base import (  # noqa: F401
+           STRATEGIES,
+           InverseEntropyVote,
+           MajorityVote,
+           MinEntropyPath,
+           SampleStrategy,
+)
 from .dts import DTS  # noqa: F401
 from .eager import EAGer  # noqa: F401
 from .eat import EAT  # noqa: F401

@@ -30,9 +30,9 @@ from typing import Any, ClassVar, Mapping, TypeVar
 
 from ..batch import RolloutBatch
 from ..errors import ConfigError
-from ..registry import Registry, check_range
+from ..registry import Registry
 
-__all__ = ["Component", "ConfigError", "Registry", "check_range", "component_registry"]
+__all__ = ["Component", "component_registry"]
 
 
 class Component:

@@ -37,8 +37,9 @@ from typing import Any, Mapping, Optional
 import torch
 
 from ..batch import RolloutBatch
+from ..errors import ConfigError
 from ..ops.masked import masked_mean
-from .base import ConfigError, check_range
+from ..registry import check_range
 
 LAWS = ("linear", "sign")
 FORMS = ("positional", "incremental")

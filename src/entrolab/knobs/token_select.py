@@ -29,8 +29,9 @@ from typing import ClassVar, Optional
 import torch
 
 from ..batch import RolloutBatch
+from ..errors import ConfigError
 from ..ops.masked import masked_mean
-from .base import ConfigError, check_range
+from ..registry import check_range
 
 NORMALIZERS = ("all", "selected")
 SCOPES = ("batch", "micro")
@@ -196,5 +197,37 @@ def current_or_old(batch: RolloutBatch, name: str, current: bool) -> torch.Tenso
     return getattr(batch, field_name).detach().float()
 
 
-__all__ = ["NORMALIZERS", "SCOPES", "WITHIN", "RULES", "top_fraction", "unit_ids", "unit_mean", "normalise",
+__all__ = ["NORMALIZERS", "ENTROPY_SOURCES", "check_entropy_source", "check_quantile", "high_entropy_mask", "token_entropy", "SCOPES", "WITHIN", "RULES", "top_fraction", "unit_ids", "unit_mean", "normalise",
            "TokenWeighting", "current_or_old", "check_choice"]
+
+
+# ------------------------------------------------------------------ entropy-based selection (clip and KL rules)
+ENTROPY_SOURCES = ("current", "old")
+
+
+def check_entropy_source(owner: str, source: str) -> None:
+    if source not in ENTROPY_SOURCES:
+        raise ConfigError(f"{owner}.entropy = {source!r} is unknown; choose one of {', '.join(ENTROPY_SOURCES)}")
+
+
+def token_entropy(batch: RolloutBatch, source: str, who: str) -> torch.Tensor:
+    """The detached per-token entropy a selection rule reads: ``current`` (π_θ, ``batch.entropy``, what the Archer
+    and ASPO code use) or ``old`` (π_old, ``batch.old_entropy``, fixed for the whole rollout batch)."""
+    name = "entropy" if source == "current" else "old_entropy"
+    batch.require(name, who=who)
+    return getattr(batch, name).detach().float()
+
+
+def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float = 0.8) -> torch.Tensor:
+    """Bool (B, T): the valid tokens whose entropy is *above* their own response's ``quantile``-quantile (linear
+    interpolation over the response's valid tokens, ``torch.nanquantile``) — the top 20 % "forking" tokens of
+    Archer (2507.15778), ASPO (2510.06062) and ESPO (2512.00499) at the default 0.8. Ties at the quantile count
+    as low-entropy, as in the reference code (``H > q80``)."""
+    valid = mask > 0
+    ent = torch.where(valid, entropy.detach().float(), torch.full_like(entropy, float("nan"), dtype=torch.float32))
+    q = torch.nanquantile(ent, quantile, dim=-1, keepdim=True)  # (B, 1); NaN for an empty response
+    return (ent > q) & valid
+
+
+def check_quantile(owner: str, q: float) -> None:
+    check_range(owner, "quantile", q, lo=0.0, hi=1.0)

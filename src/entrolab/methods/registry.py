@@ -16,14 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
-from ..knobs.advantage import ADVANTAGES
-from ..knobs.base import ConfigError, Registry
-from ..knobs.clip import CLIPS
-from ..knobs.kl import KLS
-from ..knobs.objective import TERMS
-from ..knobs.sampling import SAMPLINGS
+from ..errors import ConfigError
+from ..knobs.advantage.base import ADVANTAGES
+from ..knobs.clip.base import CLIPS
+from ..knobs.kl.base import KLS
+from ..knobs.objective.base import TERMS
+from ..knobs.sampling.base import SAMPLINGS
 from ..objective import PolicyObjective
 from ..ops.masked import AGGREGATION_MODES
+from ..registry import Registry
 
 COMPONENT_SLOTS: dict[str, Registry] = {
     "sampling": SAMPLINGS,

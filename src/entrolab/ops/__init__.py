@@ -10,6 +10,12 @@ from .dynamics import (
     pg_logit_change,
     predicted_entropy_change,
 )
+from .entropy import (
+    fused_logprobs_entropy,
+    logprobs_and_entropy,
+    token_entropy,
+    token_logprobs,
+)
 from .kl import KL_ESTIMATORS, canonical_kl_kind, full_kl, kl_estimate
 from .masked import (
     AGGREGATION_MODES,
@@ -20,4 +26,3 @@ from .masked import (
     masked_var,
     masked_whiten,
 )
-from .entropy import fused_logprobs_entropy, logprobs_and_entropy, token_entropy, token_logprobs

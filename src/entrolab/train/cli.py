@@ -19,9 +19,9 @@ def register(sub) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..knobs.base import ConfigError
     from ..engine.models import ModelLoadError
     from ..env.tasks import TaskError
+    from ..errors import ConfigError
 
     try:
         return _train(args)
@@ -30,7 +30,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..knobs.base import ConfigError
+    from ..errors import ConfigError
     from .config import load_config
 
     if args.resume:

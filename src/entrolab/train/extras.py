@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 
 from ..batch import RolloutBatch
-from ..knobs.base import Component, ConfigError
+from ..errors import ConfigError
+from ..knobs.base import Component
 
 ProviderFn = Callable[[Any], torch.Tensor]
 
@@ -182,7 +183,7 @@ def _topk_logprobs(ctx: ForwardContext) -> torch.Tensor:
 @FORWARD_EXTRAS.register("clamped_entropy")
 def _clamped_entropy(ctx: ForwardContext) -> torch.Tensor:
     """(b, T) AEnt's clamped entropy with gradient (``knobs.objective.clamped_entropy_from_logits``)."""
-    from ..knobs.objective import clamped_entropy_from_logits
+    from ..knobs.objective.bonuses import clamped_entropy_from_logits
 
     p = float(getattr(component_needing(ctx.objective, "clamped_entropy"), "clamp_p"))
     return clamped_entropy_from_logits(ctx.logits(), p)
@@ -229,7 +230,7 @@ def first_prefix_reaching(tokenizer: Any, ids: Sequence[int], n_chars: int) -> i
 @ROLLOUT_EXTRAS.register("stage")
 def _stage(ctx: RolloutContext) -> torch.Tensor:
     """(B, T) AEPO-He stage ids: reflection before the answer marker, answer from it."""
-    from ..knobs.objective import stage_ids_from_answer_start
+    from ..knobs.objective.bonuses import stage_ids_from_answer_start
 
     b = ctx.batch
     return stage_ids_from_answer_start(b.mask, answer_start_positions(ctx.tokenizer, b.response_ids, b.mask))
@@ -239,7 +240,7 @@ def _stage(ctx: RolloutContext) -> torch.Tensor:
 def _evol_rl(ctx: RolloutContext) -> torch.Tensor:
     """EVOL-RL (2509.15194) is label-free: replace the rewards by ``evol_rl_rewards`` (majority selects, novelty
     varies) and mark the batch. The novelty embeds the response after ``</think>``."""
-    from ..knobs.objective import evol_rl_rewards
+    from ..knobs.objective.bonuses import evol_rl_rewards
 
     texts = [t.split("</think>", 1)[-1] for t in ctx.texts]
     ctx.rewards = evol_rl_rewards(ctx.answers(), texts, ctx.batch.group_ids).to(ctx.rewards.dtype)

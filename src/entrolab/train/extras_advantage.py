@@ -1,7 +1,7 @@
 """Engine extras of the advantage knob (issue 6) and label-free rewards.
 
 Rollout-extras providers (computed once per rollout batch, no gradient; see ``extras.py``) for the components of
-``knobs/advantage_entropy.py``:
+``knobs/advantage/entropy.py``:
 
 - ``answer_cluster`` (B,) int64: each response's final answer (``RolloutContext.answers``) clustered by meaning
   within its group by ``equivalence.cluster_answers`` (the one equivalence implementation: math-verify, or the
@@ -26,7 +26,12 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from .config import REWARD_SOURCES
-from .extras import ROLLOUT_EXTRAS, RolloutContext, component_needing, first_prefix_reaching
+from .extras import (
+    ROLLOUT_EXTRAS,
+    RolloutContext,
+    component_needing,
+    first_prefix_reaching,
+)
 
 LABEL_FREE_EXTRA = {"majority_vote": "majority_vote_reward"}
 
@@ -151,7 +156,7 @@ def step_ids(tokenizer: Any, response_ids: torch.Tensor, mask: torch.Tensor, del
 @ROLLOUT_EXTRAS.register("phase")
 def _phase(ctx: RolloutContext) -> torch.Tensor:
     """(B, T) thinking/answer phases at the component's ``phase_marker`` ('|'-separated markers; PEAR)."""
-    from ..knobs.advantage_entropy import DEFAULT_PHASE_MARKER
+    from ..knobs.advantage.entropy import DEFAULT_PHASE_MARKER
 
     markers = str(getattr(component_needing(ctx.objective, "phase"), "phase_marker", DEFAULT_PHASE_MARKER)).split("|")
     b = ctx.batch
@@ -161,7 +166,7 @@ def _phase(ctx: RolloutContext) -> torch.Tensor:
 @ROLLOUT_EXTRAS.register("step_id")
 def _step_id(ctx: RolloutContext) -> torch.Tensor:
     """(B, T) steps split at the component's ``step_delimiter`` (EMPG, ACPO; DART-GUI reads them too)."""
-    from ..knobs.advantage_entropy import DEFAULT_STEP_DELIMITER
+    from ..knobs.advantage.entropy import DEFAULT_STEP_DELIMITER
 
     delimiter = str(getattr(component_needing(ctx.objective, "step_id"), "step_delimiter", DEFAULT_STEP_DELIMITER))
     b = ctx.batch
@@ -172,7 +177,7 @@ def _step_id(ctx: RolloutContext) -> torch.Tensor:
 def _certainty_and_logit(ctx: RolloutContext) -> None:
     if "self_certainty" in ctx.cache:
         return
-    from ..knobs.advantage_entropy import self_certainty_from_logits
+    from ..knobs.advantage.entropy import self_certainty_from_logits
 
     b = ctx.batch
     cert, logit = [], []

@@ -29,21 +29,35 @@ import torch
 
 from .. import methods
 from ..batch import RolloutBatch
-from ..knobs.base import ConfigError
-from ..ops.dynamics import PAPER_TAIL_FRACTIONS, centered_covariance, covariance_tail_means, \
-    entropy_change_from_hidden
+from ..engine.forward import (
+    lm_head,
+    policy_logprobs_entropy,
+    response_hidden,
+    shared_prompt_response_hidden,
+)
+from ..errors import ConfigError
+from ..generation.hf_sampling import hf_generate as generate
+from ..generation.rows import Generation
+from ..ops.dynamics import (
+    PAPER_TAIL_FRACTIONS,
+    centered_covariance,
+    covariance_tail_means,
+    entropy_change_from_hidden,
+)
 from ..ops.masked import masked_mean, masked_quantiles
 from ..update import UpdateSettings, policy_update
 from . import checkpoint as ckpt
 from .config import TrainConfig, config_from_dict
-from .extras import FORWARD_EXTRAS, ForwardContext, RolloutContext, compute_forward_extras, compute_rollout_extras, \
-    provided_extras
+from .extras import (
+    FORWARD_EXTRAS,
+    ForwardContext,
+    RolloutContext,
+    compute_forward_extras,
+    compute_rollout_extras,
+    provided_extras,
+)
 from .extras_advantage import label_free_extras
-from ..engine.forward import lm_head, policy_logprobs_entropy, response_hidden, shared_prompt_response_hidden
-from ..generation.hf_sampling import hf_generate as generate
-from ..generation.rows import Generation
 from .tracking import JsonlLog, Progress, TensorBoardLog, default_run_dir, write_config
-
 
 # The RolloutBatch.extras this trainer computes for components (``train/extras.py`` has their providers).
 ENGINE_EXTRAS = provided_extras()
@@ -210,7 +224,7 @@ class Trainer:
 
     def _rollout(self, timers: dict[str, float]) -> tuple[RolloutBatch, Generation, list, list[str], list[bool], Any]:
         c = self.config
-        # Sampling hook (train/branching.py): a strategy may choose the prompts and take over generation.
+        # Sampling hook (generation/branching.py): a strategy may choose the prompts and take over generation.
         engine = self._rollout_engine()
         examples = self.objective.sampling.select_examples(engine, c.optim.prompts_per_step)
         if examples is None:
@@ -284,7 +298,7 @@ class Trainer:
         return batch.replace(rewards=ctx.rewards, extras={**batch.extras, **extras})
 
     def _rollout_engine(self):
-        """What a sampling strategy's ``rollout``/``select_examples`` hooks get (``train/branching.py``)."""
+        """What a sampling strategy's ``rollout``/``select_examples`` hooks get (``generation/branching.py``)."""
         from ..generation.branching import RolloutEngine
 
         c = self.config
@@ -579,7 +593,7 @@ class Trainer:
         exs = self.heldout[: c.eval.size]
         prompts = [self._format(ex) for ex in exs]
         tools = getattr(self.task, "tools", None)
-        if tools is not None:  # a tool task is evaluated with its tool (train/tools.py)
+        if tools is not None:  # a tool task is evaluated with its tool (env/tools.py)
             from ..generation.tools import tool_generate
 
             engine = self._rollout_engine()

@@ -1,5 +1,5 @@
 """Catalog entries of the advantage knob (issue 6, "Method catalog I"): entropy-shaped advantages, semantic-entropy
-and label-free rewards. Components live in ``knobs/advantage_entropy.py``; the engine extras they read have their
+and label-free rewards. Components live in ``knobs/advantage/entropy.py``; the engine extras they read have their
 providers in ``train/extras_advantage.py``. ``docs/methods-advantage.md`` has formulas, readings and toy numbers.
 
 Any method runs label-free in ``entrolab train`` with ``data.reward_source=majority_vote`` (TTRL-style pseudo-labels);

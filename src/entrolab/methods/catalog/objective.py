@@ -1,5 +1,5 @@
 """Catalog entries of the objective knob (issue 8, "Method catalog III"): entropy bonuses with controllers, entropy
-objectives, and token selection / reweighting. Components live in ``knobs/objective.py``; the shared machinery in
+objectives, and token selection / reweighting. Components live in ``knobs/objective/``; the shared machinery in
 ``knobs/controllers.py`` and ``knobs/token_select.py``. ``docs/methods-objective.md`` has formulas and toy numbers.
 
 Toy overrides: the toy policy (8 actions, entropy ≈ 1.75 → 0.3 nats in 30 GRPO steps, Adam lr 0.1) lives far from

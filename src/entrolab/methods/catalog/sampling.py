@@ -1,11 +1,10 @@
 """Catalog entries of the sampling knob (issue 9, "Method catalog IV"): a controlled temperature, branching / tree
-rollouts, expert-guided rollouts and a curriculum. Strategies live in ``knobs/sampling_entropy.py`` on the branching
-engine of ``train/branching.py``; the advantages reading their extras in ``knobs/rollout_advantage.py``.
+rollouts, expert-guided rollouts and a curriculum. Strategies live in ``knobs/sampling/trees.py`` on the branching
+engine of ``generation/branching.py``; the advantages reading their extras in ``knobs/advantage/rollouts.py``.
 ``docs/methods-sampling.md`` has the formulas, defaults and where each rule fires. (The agentic ones, ARPO and
 AEPO-Dong, are in ``catalog/sampling_agentic.py``.)
 """
 
-from ...knobs import rollout_advantage, sampling_entropy  # noqa: F401  (register the components)
 from ..registry import Method, register_method
 
 register_method(Method(

@@ -1,6 +1,6 @@
 """Catalog entries of the agentic sampling methods (issue 9, "Method catalog IV"): entropy-guided branching after tool
-calls. Components live in ``knobs/sampling_agentic.py``; the tool environment in ``train/tools.py`` (sandbox:
-``train/sandbox.py``); the branching engine in ``train/branching.py``. ``docs/methods-agentic.md`` has the formulas,
+calls. Components live in ``knobs/sampling/agentic.py``; the tool environment in ``env/tools.py`` (sandbox:
+``train/sandbox.py``); the branching engine in ``generation/branching.py``. ``docs/methods-agentic.md`` has the formulas,
 defaults and departures.
 
 Both methods run on any task (they bring the calculator tool), and are meant for ``data.task=tool_arithmetic``,
@@ -11,7 +11,6 @@ Toy overrides: none — the toy policy has no rollouts (its sampling hook is nev
 clip rules act there, at their paper values.
 """
 
-from ...knobs import sampling_agentic  # noqa: F401  (registers the components)
 from ..registry import Method, register_method
 
 register_method(Method(

@@ -2,9 +2,13 @@
 nodes of branching rollouts (TreeRL), value-modulated restarts (FR3E), entropy-based reshaping (ETTRL), one-sided
 REINFORCE rows (AEPO-Wang) and mixed-policy rollouts (MENTOR). They register in the advantage knob's registry.
 
-The tree extras (``train/branching.py``): ``tree_node`` (B, T) — the segment node of each response token (0 on
+The tree extras (``generation/branching.py``): ``tree_node`` (B, T) — the segment node of each response token (0 on
 padding). A row's path is its sequence of distinct node ids; the leaves of node n's subtree are the rows whose path
 contains n; n's parent is the node before it on any such path (the prompt, "root", for the first node).
+
+
+Also ARPO's advantage attribution and AEPO-Dong's entropy-aware advantage (the agentic rollouts of
+``knobs/sampling/agentic.py``).
 """
 
 from __future__ import annotations
@@ -15,10 +19,17 @@ from typing import Optional
 
 import torch
 
-from ..batch import BatchError, RolloutBatch
-from ..ops.masked import masked_mean
-from .advantage import ADVANTAGES, AdvantageEstimator, broadcast_to_tokens, group_statistics
-from .base import ConfigError, check_range
+from ...batch import BatchError, RolloutBatch
+from ...errors import ConfigError
+from ...ops.masked import masked_mean
+from ...registry import check_range
+from .base import (
+    ADVANTAGES,
+    AdvantageEstimator,
+    GRPOAdvantage,
+    broadcast_to_tokens,
+    group_statistics,
+)
 
 
 def _extra(batch: RolloutBatch, name: str, who: str, source: str) -> torch.Tensor:
@@ -233,3 +244,94 @@ class MentorAdvantage(AdvantageEstimator):
                 if rng > 0:
                     adv[mx] = a * (r[mx] - r[on].mean()).clamp(min=0) / rng
         return broadcast_to_tokens(adv, batch.mask)
+
+
+# ---------------------------------------------------------------------------------------------------- advantages
+def shared_token_mean(values: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
+    """(B, T): at each valid token, the mean of ``values`` (B,) over the rows that share that token's prefix.
+
+    Sharing comes from ``extras["tree_node"]`` (the branching engine's segment ids: rows holding a node share its
+    tokens) when present; otherwise two rows of one group share token t when their response ids agree on 0..t
+    (identical histories are the same state)."""
+    B, T = batch.response_ids.shape
+    out = torch.zeros((B, T), dtype=torch.float32)
+    v = values.float()
+    node = batch.extras.get("tree_node")
+    if node is not None:
+        node = node.long()
+        valid = batch.mask > 0
+        ids = node[valid]
+        sums: dict[int, float] = {}
+        counts: dict[int, set] = {}
+        for i in range(B):
+            for nd in set(node[i][valid[i]].tolist()):
+                sums[nd] = sums.get(nd, 0.0) + float(v[i])
+                counts.setdefault(nd, set()).add(i)
+        means = torch.tensor([sums[int(n)] / len(counts[int(n)]) for n in ids.tolist()], dtype=torch.float32)
+        out[valid] = means
+        return out
+    ids = batch.response_ids
+    for i in range(B):
+        same = (batch.group_ids == batch.group_ids[i]).nonzero().flatten().tolist()
+        # agree[j, t] = rows i and j have identical ids on 0..t
+        agree = torch.cumprod((ids[same] == ids[i]).long(), dim=1).bool()  # (G, T)
+        cnt = agree.float().sum(0)
+        out[i] = (agree.float() * v[same][:, None]).sum(0) / cnt
+    return out * batch.mask
+
+
+@ADVANTAGES.register("arpo_attribution")
+@dataclass
+class ARPOAdvantage(AdvantageEstimator):
+    """ARPO advantage attribution (2507.19849): GRPO A_i = (R_i − mean_G R)/(std_G R + ε) over all rows of a prompt
+    (roots and branches alike). ``mode="soft"`` (default): every row keeps its own A_i on all its tokens, so a prefix
+    shared by k branches contributes Σ_i A_i·∇log π(shared) — the average advantage, k times, which is how GRPO
+    attributes it implicitly; ``mode="hard"``: each shared token explicitly gets the mean advantage of the rows
+    that share it (:func:`shared_token_mean`), own tokens keep A_i. The two differ only where clipping acts."""
+
+    mode: str = "soft"
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("soft", "hard"):
+            raise ConfigError(f"arpo_attribution.mode = {self.mode!r}; choose 'soft' (each branch keeps its own "
+                              "advantage) or 'hard' (shared tokens get the branches' mean)")
+        check_range("arpo_attribution", "eps", self.eps, lo=0.0)
+
+    def compute(self, batch: RolloutBatch) -> torch.Tensor:
+        if self.mode == "soft":
+            return GRPOAdvantage(eps=self.eps).compute(batch)
+        mean, std, count = group_statistics(batch.rewards, batch.group_ids)
+        seq = torch.where(count > 1, (batch.rewards.float() - mean) / (std + self.eps), torch.zeros_like(mean))
+        return shared_token_mean(seq, batch)
+
+
+@ADVANTAGES.register("aepo_entropy_aware")
+@dataclass
+class AEPOEntropyAdvantage(AdvantageEstimator):
+    """AEPO-Dong entropy-aware advantage (2510.14545): Ã_t = A^Acc·(1 + a·Ĥ_t), A^Acc the GRPO advantage,
+    Ĥ_t = (H_t − mean H)/std H the token entropy standardised over the valid tokens (std 1 when 0), a = 0.2 (the
+    code's constant). Departure: the code standardises the current policy's detached entropy over each micro-batch
+    inside the loss; this uses the rollout policy's entropy (``old_entropy``, equal at the first on-policy update)
+    over the whole rollout batch, once."""
+
+    requires = frozenset({"old_entropy"})
+    coef: float = 0.2
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        check_range("aepo_entropy_aware", "coef", self.coef, lo=0.0)
+        check_range("aepo_entropy_aware", "eps", self.eps, lo=0.0)
+
+    def compute(self, batch: RolloutBatch) -> torch.Tensor:
+        batch.require("old_entropy", who="advantage 'aepo_entropy_aware'")
+        adv = GRPOAdvantage(eps=self.eps).compute(batch)
+        valid = batch.mask > 0
+        h = batch.old_entropy.detach().float()
+        vals = h[valid]
+        if vals.numel() == 0:
+            return adv
+        std = vals.std() if vals.numel() > 1 else torch.tensor(0.0)
+        std = std if float(std) > 0 else torch.tensor(1.0)
+        z = (h - vals.mean()) / std
+        return adv * (1.0 + self.coef * z) * batch.mask

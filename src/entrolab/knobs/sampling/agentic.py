@@ -1,7 +1,7 @@
 """Agentic sampling: entropy-guided branching after tool calls (ARPO, AEPO-Dong), with their advantage and clip rules.
 
-Both methods run the multi-turn tool environment (``train/tools.py``: ``<tool>PROGRAM</tool>`` → ``<result>...
-</result>`` appended as attended, untrained tokens) on the branching engine (``train/branching.py``) and decide, at
+Both methods run the multi-turn tool environment (``env/tools.py``: ``<tool>PROGRAM</tool>`` → ``<result>...
+</result>`` appended as attended, untrained tokens) on the branching engine (``generation/branching.py``) and decide, at
 the first decoding step after each tool observation, whether to fork the trajectory into extra branches. Forks take
 their first token independently from the post-observation distribution, so the branches share everything up to
 and including the observation. A prompt's rows never exceed the global budget ``n`` (= ``rollout.n``); slots that
@@ -33,7 +33,7 @@ AEPO-Dong (Dong et al., 2510.14545; code read in the AEPO folder of a public ARP
   branching decisions on this path, γ = 0.05 (code), w = 0.2, τ = 0.5, beam_size = 2, initial 8 of n = 16 when
   pre-monitoring is off (the released script runs with it off; the paper's method has it on, our default);
 - *entropy-balanced clipping*: PPO-clip's value, with a gradient weight 1+ε_h (PPO: 0) on high-ratio positive
-  tokens and 0 on low-ratio negative ones — exactly the gradient of CE-GPPO's rule (``ce_gppo`` in ``knobs/clip.py``)
+  tokens and 0 on low-ratio negative ones — exactly the gradient of CE-GPPO's rule (``ce_gppo`` in ``knobs/clip/rules.py``)
   with β_low = 0, β_high = 1, which the ``aepo_dong`` preset uses (c = 3); and *entropy-aware advantage*
   (:class:`AEPOEntropyAdvantage`), below.
 
@@ -48,17 +48,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import torch
 
-from ..batch import RolloutBatch
-from .advantage import ADVANTAGES, AdvantageEstimator, GRPOAdvantage, group_statistics
-from .base import ConfigError, check_range
-from .sampling import SAMPLINGS, SamplingStrategy
-
-if TYPE_CHECKING:  # the decoder is imported lazily: inference imports knobs.base
-    from ..generation.decoder import StepView
+from ...errors import ConfigError
+from ...generation.decoder import StepView
+from ...registry import check_range
+from .base import SAMPLINGS, SamplingStrategy
 
 ENTROPY_TOKENS = 20  # the code's min(20, len) — both methods
 
@@ -77,7 +74,7 @@ class _Budget:
 
 def _segment_delta(trace: Any, vocab: int, tokens: int) -> float:
     """ΔH = H(segment that ended with the call just answered) − H(first segment) (module doc)."""
-    from ..generation.tools import segment_entropy, tool_state
+    from ...generation.tools import segment_entropy, tool_state
 
     st = tool_state(trace)
     h_init = segment_entropy(trace, 0, st["obs"][0][0], tokens, vocab)
@@ -87,7 +84,7 @@ def _segment_delta(trace: Any, vocab: int, tokens: int) -> float:
 
 def _fork_tokens(view: StepView, row: int, k: int) -> list[int]:
     """``k`` first tokens, drawn independently (with replacement) from the row's next-token distribution."""
-    from ..generation.decoder import top_p_mask
+    from ...generation.decoder import top_p_mask
 
     dec = view.decoder
     logp = view.logprobs[row]
@@ -157,7 +154,7 @@ class AgenticBranching(SamplingStrategy):
 
     # -- the sampling hook ---------------------------------------------------------------------------------------------
     def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Optional[Any]:
-        from ..generation.tools import ToolHook, engine_tools, pack_tool_traces
+        from ...generation.tools import ToolHook, engine_tools, pack_tool_traces
 
         env = engine_tools(engine)
         prompt_ids = engine.encode(prompts)
@@ -235,14 +232,14 @@ class AEPODongSampling(AgenticBranching):
         check_range("aepo_dong", "branch_penalty", self.branch_penalty, lo=0.0, hi=1.0)
 
     def branch(self, u: float, delta_h: float, trace: Any) -> bool:
-        from ..generation.tools import tool_state
+        from ...generation.tools import tool_state
 
         streak = tool_state(trace).get("consecutive", 0)
         p = (u + self.entropy_weight * delta_h) * max(0.0, 1.0 - self.branch_penalty * streak)
         return min(1.0, max(0.0, p)) >= self.branch_probability
 
     def after_decision(self, trace: Any, branched: bool) -> None:
-        from ..generation.tools import tool_state
+        from ...generation.tools import tool_state
 
         st = tool_state(trace)  # forks copy it after this step, so children inherit the streak
         st["consecutive"] = st.get("consecutive", 0) + 1 if branched else 0
@@ -255,7 +252,12 @@ class AEPODongSampling(AgenticBranching):
     def initial_counts(self, engine: Any, tree: Any, prompt_ids: list[list[int]], n: int) -> list[int]:
         if not self.pre_monitoring:
             return super().initial_counts(engine, tree, prompt_ids, n)
-        from ..generation.tools import ToolHook, engine_tools, segment_entropy, tool_state
+        from ...generation.tools import (
+            ToolHook,
+            engine_tools,
+            segment_entropy,
+            tool_state,
+        )
 
         hook = ToolHook(engine_tools(engine), engine.tokenizer)
         pre = tree.sample(prompt_ids, 1, groups=list(range(len(prompt_ids))), hook=hook)
@@ -275,94 +277,3 @@ def _vocab_size(engine: Any) -> int:
     if head is not None and getattr(head, "weight", None) is not None:
         return int(head.weight.shape[0])
     return len(engine.tokenizer)
-
-
-# ---------------------------------------------------------------------------------------------------- advantages
-def shared_token_mean(values: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
-    """(B, T): at each valid token, the mean of ``values`` (B,) over the rows that share that token's prefix.
-
-    Sharing comes from ``extras["tree_node"]`` (the branching engine's segment ids: rows holding a node share its
-    tokens) when present; otherwise two rows of one group share token t when their response ids agree on 0..t
-    (identical histories are the same state)."""
-    B, T = batch.response_ids.shape
-    out = torch.zeros((B, T), dtype=torch.float32)
-    v = values.float()
-    node = batch.extras.get("tree_node")
-    if node is not None:
-        node = node.long()
-        valid = batch.mask > 0
-        ids = node[valid]
-        sums: dict[int, float] = {}
-        counts: dict[int, set] = {}
-        for i in range(B):
-            for nd in set(node[i][valid[i]].tolist()):
-                sums[nd] = sums.get(nd, 0.0) + float(v[i])
-                counts.setdefault(nd, set()).add(i)
-        means = torch.tensor([sums[int(n)] / len(counts[int(n)]) for n in ids.tolist()], dtype=torch.float32)
-        out[valid] = means
-        return out
-    ids = batch.response_ids
-    for i in range(B):
-        same = (batch.group_ids == batch.group_ids[i]).nonzero().flatten().tolist()
-        # agree[j, t] = rows i and j have identical ids on 0..t
-        agree = torch.cumprod((ids[same] == ids[i]).long(), dim=1).bool()  # (G, T)
-        cnt = agree.float().sum(0)
-        out[i] = (agree.float() * v[same][:, None]).sum(0) / cnt
-    return out * batch.mask
-
-
-@ADVANTAGES.register("arpo_attribution")
-@dataclass
-class ARPOAdvantage(AdvantageEstimator):
-    """ARPO advantage attribution (2507.19849): GRPO A_i = (R_i − mean_G R)/(std_G R + ε) over all rows of a prompt
-    (roots and branches alike). ``mode="soft"`` (default): every row keeps its own A_i on all its tokens, so a prefix
-    shared by k branches contributes Σ_i A_i·∇log π(shared) — the average advantage, k times, which is how GRPO
-    attributes it implicitly; ``mode="hard"``: each shared token explicitly gets the mean advantage of the rows
-    that share it (:func:`shared_token_mean`), own tokens keep A_i. The two differ only where clipping acts."""
-
-    mode: str = "soft"
-    eps: float = 1e-6
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("soft", "hard"):
-            raise ConfigError(f"arpo_attribution.mode = {self.mode!r}; choose 'soft' (each branch keeps its own "
-                              "advantage) or 'hard' (shared tokens get the branches' mean)")
-        check_range("arpo_attribution", "eps", self.eps, lo=0.0)
-
-    def compute(self, batch: RolloutBatch) -> torch.Tensor:
-        if self.mode == "soft":
-            return GRPOAdvantage(eps=self.eps).compute(batch)
-        mean, std, count = group_statistics(batch.rewards, batch.group_ids)
-        seq = torch.where(count > 1, (batch.rewards.float() - mean) / (std + self.eps), torch.zeros_like(mean))
-        return shared_token_mean(seq, batch)
-
-
-@ADVANTAGES.register("aepo_entropy_aware")
-@dataclass
-class AEPOEntropyAdvantage(AdvantageEstimator):
-    """AEPO-Dong entropy-aware advantage (2510.14545): Ã_t = A^Acc·(1 + a·Ĥ_t), A^Acc the GRPO advantage,
-    Ĥ_t = (H_t − mean H)/std H the token entropy standardised over the valid tokens (std 1 when 0), a = 0.2 (the
-    code's constant). Departure: the code standardises the current policy's detached entropy over each micro-batch
-    inside the loss; this uses the rollout policy's entropy (``old_entropy``, equal at the first on-policy update)
-    over the whole rollout batch, once."""
-
-    requires = frozenset({"old_entropy"})
-    coef: float = 0.2
-    eps: float = 1e-6
-
-    def __post_init__(self) -> None:
-        check_range("aepo_entropy_aware", "coef", self.coef, lo=0.0)
-        check_range("aepo_entropy_aware", "eps", self.eps, lo=0.0)
-
-    def compute(self, batch: RolloutBatch) -> torch.Tensor:
-        batch.require("old_entropy", who="advantage 'aepo_entropy_aware'")
-        adv = GRPOAdvantage(eps=self.eps).compute(batch)
-        valid = batch.mask > 0
-        h = batch.old_entropy.detach().float()
-        vals = h[valid]
-        if vals.numel() == 0:
-            return adv
-        std = vals.std() if vals.numel() > 1 else torch.tensor(0.0)
-        std = std if float(std) > 0 else torch.tensor(1.0)
-        z = (h - vals.mean()) / std
-        return adv * (1.0 + self.coef * z) * batch.mask

@@ -8,8 +8,8 @@ A strategy has three hooks, all optional:
   extra rollouts at a controlled temperature, expert-guided rollouts; ``None`` = plain sampling of ``n`` per prompt;
 - ``select_examples(engine, count) -> list | None``: choose the step's prompts (curricula); ``None`` = the stream.
 
-``engine`` is a ``train.branching.RolloutEngine``; that module's docstring is the contract (rows, groups, trainable
-masks, tree extras). Strategies that branch live in ``knobs/sampling_entropy.py``.
+``engine`` is a ``generation.branching.RolloutEngine``; that module's docstring is the contract (rows, groups, trainable
+masks, tree extras). Strategies that branch live in ``knobs/sampling/trees.py``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
-from ..batch import RolloutBatch
-from .advantage import group_statistics
-from .base import Component, Registry, check_range, component_registry
+from ...batch import RolloutBatch
+from ...registry import Registry, check_range
+from ..advantage.base import group_statistics
+from ..base import Component, component_registry
 
 SAMPLINGS: Registry["SamplingStrategy"] = component_registry("sampling")
 
@@ -36,7 +37,7 @@ class SamplingStrategy(Component):
         return torch.ones(batch.batch_size, dtype=torch.bool, device=batch.rewards.device)
 
     def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Optional[Any]:
-        """Generate the step's rows (a ``train.rollout.Generation``), or None for plain sampling (module doc)."""
+        """Generate the step's rows (a ``generation.rows.Generation``), or None for plain sampling (module doc)."""
         return None
 
     def select_examples(self, engine: Any, count: int) -> Optional[list]:

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..batch import RolloutBatch
-from ..ops.masked import masked_whiten
-from .base import Component, Registry, check_range, component_registry
+from ...batch import RolloutBatch
+from ...ops.masked import masked_whiten
+from ...registry import Registry, check_range
+from ..base import Component, component_registry
 
 ADVANTAGES: Registry["AdvantageEstimator"] = component_registry("advantage")
 

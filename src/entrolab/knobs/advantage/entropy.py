@@ -28,13 +28,18 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from ..batch import BatchError, RolloutBatch
-from ..env.equivalence import MODES as _EQUIVALENCE_MODES
-from .advantage import ADVANTAGES, AdvantageEstimator, broadcast_to_tokens, group_statistics
-from .base import ConfigError, check_range
+from ...batch import BatchError, RolloutBatch
+from ...env.equivalence import MODES as _EQUIVALENCE_MODES
+from ...errors import ConfigError
+from ...registry import check_range
+from .base import ADVANTAGES, AdvantageEstimator, broadcast_to_tokens, group_statistics
 
 EQUIVALENCE_MODES = tuple(m for m in _EQUIVALENCE_MODES if m != "judge")  # a judge is a callable, not a config value
+
+
 DEFAULT_PHASE_MARKER = "</think>"
+
+
 DEFAULT_STEP_DELIMITER = "\n\n"  # a blank line
 
 
@@ -499,7 +504,7 @@ class EDGEGRPOAdvantage(AdvantageEstimator):
     so confident (low-entropy) responses get larger |Â| and uncertain ones smaller. Departures: P_i is the rollout
     policy's entropy, computed once and without gradient (the code keeps P_i's gradient, detaching only the batch
     mean). Guided Error Correction (GEC), the paper's other half, is the sampling strategy ``edge_gec``
-    (``knobs/sampling_gec.py``); the catalog entry ``edge_grpo`` sets both.
+    (``knobs/sampling/guided.py``); the catalog entry ``edge_grpo`` sets both.
     """
 
     requires = frozenset({"old_entropy"})

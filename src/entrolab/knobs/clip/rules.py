@@ -1,276 +1,39 @@
-"""Clip knob: the per-token policy-gradient surrogate and its trust-region rule.
-
-Every rule maps (log π_θ, log π_old, A) on the valid tokens to a per-token loss ℓ (B, T) whose gradient is the
-policy gradient of that token. With the ratio r = π_θ/π_old (= exp(log π_θ − log π_old), log-ratio clamped to ±20
-for overflow safety, as verl does):
-
-- unclipped importance sampling: ℓ = −A·r
-- PPO (Schulman et al. 1707.06347): ℓ = max(−A·r, −A·clip(r, 1−ε_low, 1+ε_high))
-- dual clip (Ye et al. 1912.09729): for A < 0, ℓ = min(ℓ_PPO, −c·A)
-
-Metrics: ``clip/frac_low`` (A<0 and r<1−ε_low: gradient cut), ``clip/frac_high`` (A>0 and r>1+ε_high),
-``clip/frac_dual`` (dual clip active), ``clip/frac_cov`` (Clip-Cov detached), ``ratio/mean``, ``ratio/max``.
+"""The clip knob's entropy-aware trust regions: rules whose bounds depend on the token's entropy, probability,
+group balance or the batch's second moment, or that keep a scaled gradient for clipped tokens (catalog II,
+``docs/methods-clip-kl.md``).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from dataclasses import dataclass
+from typing import Mapping, Optional
 
 import torch
 
-from ..batch import RolloutBatch
-from ..ops.dynamics import centered_covariance
-from ..ops.masked import masked_mean
-from .advantage import ADVANTAGES, AdvantageEstimator, broadcast_to_tokens
-from .base import Component, ConfigError, Registry, check_range, component_registry
-
-CLIPS: Registry["ClipRule"] = component_registry("clip")
-
-SCOPES = ("micro", "batch")
-
-
-def importance_ratio(logp: torch.Tensor, old_logp: torch.Tensor) -> torch.Tensor:
-    """r = exp(clamp(log π_θ − log π_old, −20, 20))."""
-    return torch.exp(torch.clamp(logp - old_logp.detach(), -20.0, 20.0))
-
-
-def ppo_token_loss(
-    ratio: torch.Tensor, adv: torch.Tensor, eps_low: float, eps_high: float, dual_clip: Optional[float] = None
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """ℓ = max(−A·r, −A·clip(r, 1−ε_low, 1+ε_high)), then min(ℓ, −c·A) where A < 0 if ``dual_clip`` = c is set.
-
-    Returns the loss and bool masks ``low``/``high`` (PPO clip active, gradient zero) and ``dual``.
-    """
-    unclipped = -adv * ratio
-    clipped = -adv * torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
-    loss = torch.maximum(unclipped, clipped)
-    active = clipped > unclipped
-    masks = {"low": active & (adv < 0), "high": active & (adv > 0)}
-    if dual_clip is not None:
-        cap = -adv * dual_clip
-        dual = (adv < 0) & (loss > cap)
-        loss = torch.where(dual, cap, loss)
-        masks["dual"] = dual
-    return loss, masks
-
-
-class ClipRule(Component):
-    """Base: ``pg_loss(batch) -> (loss (B, T), metrics)``; ``batch`` carries logprobs, old_logprobs, advantages."""
-
-    requires = frozenset({"logprobs", "advantages"})
-
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError
-
-
-def _frac(m: torch.Tensor, mask: torch.Tensor) -> float:
-    return float(masked_mean(m.float(), mask))
-
-
-def _ratio_metrics(ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    r = ratio.detach()
-    valid = mask > 0
-    return {
-        "ratio/mean": float(masked_mean(r, mask)),
-        "ratio/max": float(r[valid].max()) if bool(valid.any()) else float("nan"),
-    }
-
-
-@dataclass
-class _PPOFamily(ClipRule):
-    """Shared body of the PPO-style rules; subclasses only set their defaults."""
-
-    eps_low: float = 0.2
-    eps_high: float = 0.2
-    dual_clip: Optional[float] = None
-
-    def __post_init__(self) -> None:
-        check_range(self.name, "eps_low", self.eps_low, lo=0.0, hi=1.0)
-        check_range(self.name, "eps_high", self.eps_high, lo=0.0)
-        if self.dual_clip is not None:
-            check_range(self.name, "dual_clip", self.dual_clip, lo=1.0, lo_open=True)
-
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", who=f"clip rule {self.name!r}")
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
-        loss, masks = ppo_token_loss(ratio, batch.advantages, self.eps_low, self.eps_high, self.dual_clip)
-        metrics = {f"clip/frac_{k}": _frac(v, batch.mask) for k, v in masks.items()}
-        metrics.update(_ratio_metrics(ratio, batch.mask))
-        return loss, metrics
-
-
-@CLIPS.register("ppo")
-@dataclass
-class PPOClip(_PPOFamily):
-    """PPO clip (1707.06347), symmetric: ℓ = max(−A·r, −A·clip(r, 1−ε, 1+ε)), ε = 0.2."""
-
-    eps_low: float = 0.2
-    eps_high: float = 0.2
-
-
-@CLIPS.register("clip_higher")
-@dataclass
-class ClipHigher(_PPOFamily):
-    """Clip-higher (DAPO, 2503.14476): decoupled bounds clip(r, 1−ε_low, 1+ε_high), ε_low = 0.2, ε_high = 0.28.
-
-    A wider upper bound lets low-probability tokens with A > 0 grow, which keeps entropy from collapsing.
-    """
-
-    eps_low: float = 0.2
-    eps_high: float = 0.28
-
-
-@CLIPS.register("dual_clip")
-@dataclass
-class DualClip(_PPOFamily):
-    """Dual-clip PPO (Ye et al., 1912.09729): for A < 0 the loss is also capped, ℓ = min(ℓ_PPO, −c·A), c = 3
-    (verl's ``clip_ratio_c`` default), so a huge ratio on a negative-advantage token cannot explode the update."""
-
-    dual_clip: Optional[float] = 3.0
-
-
-@CLIPS.register("none")
-@dataclass
-class NoClip(ClipRule):
-    """Unclipped importance-sampled policy gradient: ℓ = −A·r (KL-Cov's surrogate, 2505.22617 Eq. 14)."""
-
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", who="clip rule 'none'")
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
-        return -batch.advantages * ratio, _ratio_metrics(ratio, batch.mask)
-
-
-def random_subset(candidates: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """A bool mask like ``candidates`` with ``min(count, #candidates)`` of its True entries kept, uniformly at random."""
-    flat = candidates.flatten()
-    idx = torch.nonzero(flat, as_tuple=False).flatten()
-    out = torch.zeros_like(flat)
-    if idx.numel() and count > 0:
-        perm = torch.randperm(idx.numel(), generator=generator)[: min(count, idx.numel())]
-        out[idx[perm.to(idx.device)]] = True
-    return out.view_as(candidates)
-
-
-def _check_scope(owner: str, scope: str) -> None:
-    if scope not in SCOPES:
-        raise ConfigError(f"{owner}.scope = {scope!r} is unknown; choose one of {', '.join(SCOPES)}")
-
-
-def _generator_state(g: torch.Generator) -> dict[str, Any]:
-    return {"generator": g.get_state()}
-
-
-@CLIPS.register("clip_cov")
-@dataclass
-class ClipCov(ClipRule):
-    """Clip-Cov (Cui et al., 2505.22617 Eqs. 11–12; verl ``compute_policy_loss_clip_cov``).
-
-    1. Cov(y_i) = (log π(y_i) − mean log π)·(A(y_i) − mean A) over the valid tokens (Eq. 10);
-    2. candidates: ω_low < Cov < ω_high, excluding tokens the PPO clip already cuts;
-    3. ⌊r·N⌋ (at least 1) candidates drawn uniformly at random get their gradient detached (loss × 0);
-    4. ℓ = max(−A·r, −A·clip(r, 1−ε_low, 1+ε_high)) elsewhere.
-
-    Defaults r = 2e-4, ω_low = 1, ω_high = 5 (paper and code). The released 7B/32B scripts open the PPO clip to
-    ε_low = ε_high = 1 with dual clip c = 10; here ε = 0.2 (the paper's Eq. 12) unless overridden.
-    ``scope``: ``micro`` computes Cov and draws per micro-batch with the current log-probs (the reference code);
-    ``batch`` does it once per rollout batch with π_old (the paper's text), before any update — at that point
-    r ≡ 1, so no candidate is PPO-clipped. Detaching acts on-policy too (it removes the token's gradient whatever
-    the ratio).
-    """
-
-    ratio: float = 2e-4
-    cov_lb: float = 1.0
-    cov_ub: float = 5.0
-    eps_low: float = 0.2
-    eps_high: float = 0.2
-    scope: str = "micro"
-    seed: int = 0
-    _gen: torch.Generator = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        check_range("clip_cov", "ratio", self.ratio, lo=0.0, hi=1.0, lo_open=True)
-        if not self.cov_lb < self.cov_ub:
-            raise ConfigError(f"clip_cov.cov_lb ({self.cov_lb}) must be < clip_cov.cov_ub ({self.cov_ub})")
-        check_range("clip_cov", "eps_low", self.eps_low, lo=0.0, hi=1.0)
-        check_range("clip_cov", "eps_high", self.eps_high, lo=0.0)
-        _check_scope("clip_cov", self.scope)
-        self._gen = torch.Generator().manual_seed(self.seed)
-
-    def select(self, cov: torch.Tensor, eligible: torch.Tensor, num_valid: int) -> torch.Tensor:
-        candidates = eligible & (cov > self.cov_lb) & (cov < self.cov_ub)
-        return random_subset(candidates, max(1, int(self.ratio * num_valid)), self._gen)
-
-    def prepare(self, batch: RolloutBatch) -> RolloutBatch:
-        if self.scope != "batch":
-            return batch
-        batch.require("advantages", who="clip_cov (scope=batch)")
-        cov = centered_covariance(batch.old_logprobs, batch.advantages, batch.mask)
-        chosen = self.select(cov, batch.mask > 0, batch.num_tokens)
-        return batch.replace(extras={**batch.extras, "clip_cov_detach": chosen})
-
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", who="clip rule 'clip_cov'")
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
-        loss, masks = ppo_token_loss(ratio, batch.advantages, self.eps_low, self.eps_high)
-        valid = batch.mask > 0
-        if self.scope == "micro":
-            cov = centered_covariance(batch.logprobs, batch.advantages, batch.mask)
-            eligible = valid & ~masks["low"] & ~masks["high"]
-            chosen = self.select(cov, eligible, int(valid.sum()))
-        else:
-            if "clip_cov_detach" not in batch.extras:
-                raise ConfigError("clip_cov with scope='batch' needs PolicyObjective.prepare() on the rollout batch")
-            chosen = batch.extras["clip_cov_detach"].bool() & valid
-        loss = torch.where(chosen, torch.zeros_like(loss), loss)
-        metrics = {f"clip/frac_{k}": _frac(v, batch.mask) for k, v in masks.items()}
-        metrics["clip/frac_cov"] = _frac(chosen, batch.mask)
-        metrics.update(_ratio_metrics(ratio, batch.mask))
-        return loss, metrics
-
-    def state_dict(self) -> dict[str, Any]:
-        return _generator_state(self._gen)
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._gen.set_state(state["generator"])
+from ...batch import RolloutBatch
+from ...errors import ConfigError
+from ...ops.masked import masked_mean
+from ...registry import check_range
+from ..token_select import (
+    check_entropy_source,
+    check_quantile,
+    high_entropy_mask,
+    token_entropy,
+)
+from .base import (
+    CLIPS,
+    ClipRule,
+    _frac,
+    _ratio_metrics,
+    importance_ratio,
+    ppo_token_loss,
+)
 
 
 # =============================================================================================================
 # Method catalog II (issue 7): entropy-aware clip rules. Shared helpers first, then one rule per paper.
 # =============================================================================================================
-ENTROPY_SOURCES = ("current", "old")
-
-
-def _check_entropy_source(owner: str, source: str) -> None:
-    if source not in ENTROPY_SOURCES:
-        raise ConfigError(f"{owner}.entropy = {source!r} is unknown; choose one of {', '.join(ENTROPY_SOURCES)}")
-
-
-def token_entropy(batch: RolloutBatch, source: str, who: str) -> torch.Tensor:
-    """The detached per-token entropy a selection rule reads: ``current`` (π_θ, ``batch.entropy``, what the Archer
-    and ASPO code use) or ``old`` (π_old, ``batch.old_entropy``, fixed for the whole rollout batch)."""
-    name = "entropy" if source == "current" else "old_entropy"
-    batch.require(name, who=who)
-    return getattr(batch, name).detach().float()
-
-
-def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float = 0.8) -> torch.Tensor:
-    """Bool (B, T): the valid tokens whose entropy is *above* their own response's ``quantile``-quantile (linear
-    interpolation over the response's valid tokens, ``torch.nanquantile``) — the top 20 % "forking" tokens of
-    Archer (2507.15778), ASPO (2510.06062) and ESPO (2512.00499) at the default 0.8. Ties at the quantile count
-    as low-entropy, as in the reference code (``H > q80``)."""
-    valid = mask > 0
-    ent = torch.where(valid, entropy.detach().float(), torch.full_like(entropy, float("nan"), dtype=torch.float32))
-    q = torch.nanquantile(ent, quantile, dim=-1, keepdim=True)  # (B, 1); NaN for an empty response
-    return (ent > q) & valid
-
-
-def _check_quantile(owner: str, q: float) -> None:
-    check_range(owner, "quantile", q, lo=0.0, hi=1.0)
-
-
 def _clip_metrics(masks: Mapping[str, torch.Tensor], ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
     out = {f"clip/frac_{k}": _frac(v, mask) for k, v in masks.items()}
     out.update(_ratio_metrics(ratio, mask))
@@ -488,12 +251,12 @@ class ArcherClip(ClipRule):
     entropy: str = "current"
 
     def __post_init__(self) -> None:
-        _check_quantile("archer", self.quantile)
+        check_quantile("archer", self.quantile)
         check_range("archer", "eps_low_entropy", self.eps_low_entropy, lo=0.0, hi=1.0)
         check_range("archer", "eps_high_entropy", self.eps_high_entropy, lo=0.0, hi=1.0)
         if self.dual_clip is not None:
             check_range("archer", "dual_clip", self.dual_clip, lo=1.0, lo_open=True)
-        _check_entropy_source("archer", self.entropy)
+        check_entropy_source("archer", self.entropy)
         self.requires = frozenset({"logprobs", "advantages", "entropy" if self.entropy == "current" else "old_entropy"})
 
     def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -553,90 +316,6 @@ class DCPOClip(ClipRule):
         return loss, metrics
 
 
-@ADVANTAGES.register("dcpo_sas")
-@dataclass
-class DCPOAdvantage(AdvantageEstimator):
-    """DCPO smooth advantage standardisation, SAS (2509.02333; lime-RL/DCPO ``compute_dcpo_outcome_advantage``).
-
-    For a prompt seen for the i-th time (``extras['prompt_id']``, stable across steps):
-    A_new = (R − μ_step)/σ_step over the current group and A_total = (R − μ_all)/σ_all over the prompt's history,
-    each 0 where its σ is 0; SA_new = ((i−1)/i)·A_new + (1/i)·A_total, SA_total = (1/i)·A_new + ((i−1)/i)·A_total;
-    A = SA_new if |SA_new| < |SA_total| else SA_total. A group whose rewards are all equal this step still gets
-    A_total/i from its history. History (as the code): μ_all is the mean of the per-visit group means and σ_all²
-    pools them, σ_k² = [(k−1)·σ_{k−1}² + σ_step² + ((k−1)/k)·(μ_step − μ_{k−1})²]/k, with σ_step the unbiased
-    group std (a group of one has σ_step = 0). ``compute`` updates the history, so call it once per rollout
-    batch (``PolicyObjective.compute_advantages`` does); the history is checkpointed by ``state_dict``.
-
-    Lives in the clip module with the rest of DCPO (the lead may move it to ``knobs/advantage.py``).
-    """
-
-    _history: dict = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
-    _warned: bool = field(init=False, repr=False, compare=False, default=False)
-
-    def __post_init__(self) -> None:
-        self._history = {}  # prompt id → (visits, mean, var)
-
-    def compute(self, batch: RolloutBatch) -> torch.Tensor:
-        if "prompt_id" not in batch.extras:
-            # No cross-step identity: every group is a first visit (SAS = the step standardisation A_new) and
-            # nothing is remembered. The trainer and the toy always provide prompt_id.
-            if not self._warned:
-                warnings.warn("advantage 'dcpo_sas': RolloutBatch.extras['prompt_id'] is missing, so no per-prompt "
-                              "history is kept (each group is treated as a first visit)", stacklevel=2)
-                self._warned = True
-            saved, self._history = self._history, {}
-            try:
-                return self._compute(batch, -1 - torch.unique(batch.group_ids, return_inverse=True)[1])
-            finally:
-                self._history = saved
-        return self._compute(batch, batch.extras["prompt_id"].long())
-
-    def _compute(self, batch: RolloutBatch, pids: torch.Tensor) -> torch.Tensor:
-        rewards = batch.rewards.double()
-        out = torch.zeros_like(rewards)
-        _, inverse = torch.unique(batch.group_ids, return_inverse=True)
-        for g in range(int(inverse.max()) + 1 if inverse.numel() else 0):
-            idx = torch.nonzero(inverse == g).flatten()
-            r = rewards[idx]
-            pid = int(pids[idx[0]])
-            mu_new = float(r.mean())
-            sd_new = float(r.std()) if r.numel() > 1 else 0.0
-            k_old, mu_old, var_old = self._history.get(pid, (0, 0.0, 0.0))
-            k = k_old + 1
-            if k_old == 0:
-                mu_all, var_all = mu_new, sd_new**2
-            else:
-                mu_all = (mu_old * k_old + mu_new) / k
-                var_all = (k_old * var_old + sd_new**2 + (k_old / k) * (mu_new - mu_old) ** 2) / k
-            self._history[pid] = (k, mu_all, var_all)
-            sd_all = var_all**0.5
-            a_new = (r - mu_new) / sd_new if sd_new > 0 else torch.zeros_like(r)
-            a_tot = (r - mu_all) / sd_all if sd_all > 0 else torch.zeros_like(r)
-            sa_new = ((k - 1) / k) * a_new + (1 / k) * a_tot
-            sa_tot = (1 / k) * a_new + ((k - 1) / k) * a_tot
-            out[idx] = torch.where(sa_new.abs() < sa_tot.abs(), sa_new, sa_tot)
-        return broadcast_to_tokens(out.float(), batch.mask)
-
-    def state_dict(self) -> dict[str, Any]:
-        if not self._history:
-            return {}
-        ids = sorted(self._history)
-        return {
-            "prompt_ids": torch.tensor(ids, dtype=torch.long),
-            "visits": torch.tensor([self._history[i][0] for i in ids], dtype=torch.long),
-            "mean": torch.tensor([self._history[i][1] for i in ids], dtype=torch.float64),
-            "var": torch.tensor([self._history[i][2] for i in ids], dtype=torch.float64),
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._history = {}
-        if not state:
-            return
-        for pid, k, mu, var in zip(state["prompt_ids"].tolist(), state["visits"].tolist(), state["mean"].tolist(),
-                                   state["var"].tolist()):
-            self._history[int(pid)] = (int(k), float(mu), float(var))
-
-
 # ------------------------------------------------------------------------------------------- ASPO
 @CLIPS.register("aspo")
 @dataclass
@@ -662,11 +341,11 @@ class ASPOClip(ClipRule):
     entropy: str = "current"
 
     def __post_init__(self) -> None:
-        _check_quantile("aspo", self.quantile)
+        check_quantile("aspo", self.quantile)
         check_range("aspo", "eps_low_entropy", self.eps_low_entropy, lo=0.0, hi=1.0)
         check_range("aspo", "eps_high_entropy", self.eps_high_entropy, lo=0.0, hi=1.0)
         check_range("aspo", "dual_clip", self.dual_clip, lo=1.0, lo_open=True)
-        _check_entropy_source("aspo", self.entropy)
+        check_entropy_source("aspo", self.entropy)
         self.requires = frozenset({"logprobs", "advantages", "entropy" if self.entropy == "current" else "old_entropy"})
 
     def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -846,7 +525,7 @@ class ESPOClip(ClipRule):
 
     def __post_init__(self) -> None:
         check_range("espo", "alpha", self.alpha, lo=0.0, lo_open=True)
-        _check_quantile("espo", self.quantile)
+        check_quantile("espo", self.quantile)
         if self.vocab_size < 2:
             raise ConfigError(f"espo.vocab_size = {self.vocab_size!r} is out of range; allowed: [2, inf]")
 

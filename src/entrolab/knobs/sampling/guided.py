@@ -1,8 +1,8 @@
-"""EDGE-GRPO's Guided Error Correction (GEC), the sampling half of EDGE-GRPO (arXiv 2507.21848; ZhangXJ199/EDGE-GRPO
-``trl_edge/trainer/grpo_aha_trainer.py::_generate_and_score_completions``). The advantage half, EDA, is the
-``edge_grpo`` estimator in ``knobs/advantage_entropy.py``; the catalog entry ``edge_grpo`` sets both.
+"""Guided rollouts of the sampling knob: another distribution steers generation where the policy is uncertain or
+wrong — MENTOR's expert mixture (arXiv 2510.04140) and EDGE-GRPO's guided error correction (arXiv 2507.21848; its
+advantage half, EDA, is the ``edge_grpo`` estimator in ``knobs/advantage/entropy.py``).
 
-It uses the sampling hook of ``knobs/sampling.py`` and the branching engine of ``train/branching.py`` (whose
+It uses the sampling hook of ``knobs/sampling/base.py`` and the branching engine of ``generation/branching.py`` (whose
 docstring is the contract for rows, ``trainable`` masks and tree extras).
 """
 
@@ -13,11 +13,121 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .base import ConfigError, check_range
-from .sampling import SAMPLINGS, SamplingStrategy
+from ...errors import ConfigError
+from ...registry import check_range
+from .base import SAMPLINGS, SamplingStrategy
+from .trees import _tree_metrics
+
+
+# ---------------------------------------------------------------------------------------------------------- MENTOR
+class ExpertMixer:
+    """A decoder hook that makes every live sequence sample from π_mix = (1 − w_t)·π_θ + w_t·π*, with
+    w_t = min(1, H_t/γ) (MENTOR, arXiv 2510.04140). The expert π* runs alongside with its own KV cache (rows follow
+    the live sequences by trace id); the mixed token is forced into the policy's sequence. Both distributions are at
+    the sampling temperature; top-p is not applied to the mixture."""
+
+    def __init__(self, expert: Any, gamma: float, temperature: float, generator: Optional[torch.Generator]):
+        self.expert = expert
+        self.gamma = max(float(gamma), 1e-8)
+        self.temperature = temperature
+        self.generator = generator
+        self.cache: Any = None
+        self.mask: Optional[torch.Tensor] = None
+        self.logits: Optional[torch.Tensor] = None
+        self.rows: dict[int, int] = {}
+        self.weights: list[float] = []
+
+    def _advance(self, traces: list) -> None:
+        from ...generation.decoder import cache_kwargs, output_cache, select_cache
+
+        dev = next(self.expert.parameters()).device
+        if self.cache is None:
+            width = max(len(t.prompt_ids) for t in traces)
+            ids = torch.zeros((len(traces), width), dtype=torch.long)
+            mask = torch.zeros((len(traces), width), dtype=torch.long)
+            for i, t in enumerate(traces):
+                ids[i, width - len(t.prompt_ids):] = torch.tensor(t.prompt_ids)
+                mask[i, width - len(t.prompt_ids):] = 1
+            pos = (mask.cumsum(-1) - 1).clamp_min(0)
+            with torch.no_grad():
+                out = self.expert(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                                  use_cache=True)
+            self.mask = mask.to(dev)
+        else:
+            idx = torch.tensor([self.rows[t.id] for t in traces], device=dev)
+            cache = select_cache(self.cache, idx)
+            mask = torch.cat([self.mask.index_select(0, idx), torch.ones((len(traces), 1), dtype=torch.long,
+                                                                          device=dev)], 1)
+            ids = torch.tensor([[t.token_ids[-1]] for t in traces], device=dev)
+            with torch.no_grad():
+                out = self.expert(input_ids=ids, attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
+                                  use_cache=True, **cache_kwargs(self.expert, cache))
+            self.mask = mask
+        self.cache = output_cache(out)
+        self.logits = out.logits[:, -1, :].float()
+        self.rows = {t.id: i for i, t in enumerate(traces)}
+
+    def __call__(self, view: Any) -> None:
+        self._advance(view.traces)
+        V = min(view.logprobs.shape[-1], self.logits.shape[-1])
+        p_pol = view.logprobs[:, :V].exp()
+        p_exp = torch.softmax(self.logits[:, :V].to(p_pol.device) / self.temperature, -1)
+        w = (view.entropy / self.gamma).clamp(max=1.0).unsqueeze(-1)
+        mix = (1 - w) * p_pol + w * p_exp
+        toks = torch.multinomial(mix.cpu(), 1, generator=self.generator).squeeze(-1)
+        for r, tok in enumerate(toks.tolist()):
+            view.force(r, [tok])
+        self.weights += w.squeeze(-1).tolist()
+
+
+@SAMPLINGS.register("mentor")
+@dataclass
+class MentorRollout(SamplingStrategy):
+    """MENTOR mixed-policy rollouts (Jiang et al., arXiv 2510.04140; Jiangzs1028/MENTOR ``train.sh``).
+
+    N₁ on-policy rollouts per prompt (None = ``rollout.n``; 8 in the script) and N₂ = ``mixed`` (4) rollouts from
+    π_mix = (1 − w_t)·π_θ + w_t·π*, w_t = min(1, H_t/γ_p): expert guidance only where the policy is uncertain.
+    γ_p is the p-quantile (p = 0.95, ``entropy_p``) of the on-policy rollouts' token entropies in the batch. The
+    expert is any HF model with the policy's vocabulary (``model.expert``). We sample π_mix token by token instead
+    of the paper's speculative draft-and-verify sampler: the same distribution, more expert forward passes.
+    ``extras``: ``mixed`` (B,) 0/1 for ``mentor`` advantages. Whether the N₂ are part of ``rollout.n`` was not
+    checked; here they are extra.
+    """
+
+    mixed: int = 4
+    on_policy: Optional[int] = None
+    entropy_p: float = 0.95
+
+    def __post_init__(self) -> None:
+        check_range("mentor", "mixed", self.mixed, lo=0)
+        check_range("mentor", "entropy_p", self.entropy_p, lo=0.0, hi=1.0)
+        if self.on_policy is not None:
+            check_range("mentor", "on_policy", self.on_policy, lo=1)
+
+    def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Any:
+        tree = engine.branching()
+        groups = list(range(len(prompts)))
+        on = tree.sample(prompts, self.on_policy or n, groups=groups)
+        ents = torch.tensor([h for t in on for h in t.entropies] or [0.0])
+        gamma = float(torch.quantile(ents, self.entropy_p))
+        traces, mixer = list(on), None
+        if self.mixed:
+            mixer = ExpertMixer(engine.expert(), gamma, engine.temperature, engine.generator)
+            traces += tree.sample(prompts, self.mixed, groups=groups, hook=mixer)
+        gen = tree.pack(traces, [t.group for t in traces])
+        gen.extras["mixed"] = torch.tensor([0.0] * len(on) + [1.0] * (len(traces) - len(on)))
+        gen.metrics = {**_tree_metrics(tree, traces, len(prompts)), "sampling/entropy_gamma": gamma}
+        if mixer is not None and mixer.weights:
+            gen.metrics["sampling/expert_weight_mean"] = sum(mixer.weights) / len(mixer.weights)
+        return gen
+
 
 HINT = " Wait! Something is wrong here."
+
+
 ANSWER_HINT = "\nWait! Something is wrong here. After verification, the correct answer is \\boxed{{{answer}}}."
+
+
 KEEP, REGENERATE, ANSWER = 0, 1, 2  # ``extras['gec_action']`` per row
 
 

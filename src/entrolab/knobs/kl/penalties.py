@@ -1,7 +1,4 @@
-"""KL knob: per-token penalties added to the policy-gradient loss before aggregation.
-
-A penalty maps a batch (with current ``logprobs``) to a per-token matrix (B, T) that already includes its
-coefficient. Estimator facts (which estimator gives which gradient) are in ``entrolab.ops.kl``.
+"""The KL knob's entropy-aware penalties: KL-Cov (arXiv 2505.22617), Archer, ProRL, APO and SENT anchors.
 """
 
 from __future__ import annotations
@@ -12,58 +9,16 @@ from typing import Any, Mapping
 
 import torch
 
-from ..batch import RolloutBatch
-from ..ops.dynamics import centered_covariance
-from ..ops.kl import canonical_kl_kind, kl_estimate
-from ..ops.masked import masked_mean
-from .advantage import ADVANTAGES, AdvantageEstimator, GRPOAdvantage, group_statistics
-from .base import Component, ConfigError, Registry, check_range, component_registry
-from .clip import SCOPES, _check_entropy_source, high_entropy_mask, token_entropy
-
-KLS: Registry["KLPenalty"] = component_registry("kl")
-
-
-class KLPenalty(Component):
-    """Base: ``penalty(batch) -> (per-token penalty (B, T) incl. coefficient, metrics)``."""
-
-    def penalty(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError
-
-
-@KLS.register("none")
-@dataclass
-class NoKL(KLPenalty):
-    """No KL term (DAPO 2503.14476, ORZ 2503.24290, and the central paper's runs)."""
-
-    def penalty(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        return torch.zeros_like(batch.mask), {}
-
-
-@KLS.register("ref_kl")
-@dataclass
-class ReferenceKL(KLPenalty):
-    """Reference-KL loss: ℓ_t += β·k(log π_θ − log π_ref) with an estimator k ∈ {k1, k2, k3, abs}.
-
-    Defaults β = 1e-3 with k3 (verl's ``kl_loss_coef`` and ``low_var_kl``). As a loss, k1 has zero expected
-    gradient, k2 follows the reverse KL(π_θ‖π_ref) and k3 the forward KL(π_ref‖π_θ) (see ``entrolab.ops.kl``).
-    Cui et al. (2505.22617 §4.1) found β in 1e-3..1e-1 stabilises entropy but costs accuracy.
-    """
-
-    requires = frozenset({"logprobs", "ref_logprobs"})
-    coef: float = 1e-3
-    estimator: str = "k3"
-
-    def __post_init__(self) -> None:
-        check_range("ref_kl", "coef", self.coef, lo=0.0)
-        try:
-            self.estimator = canonical_kl_kind(self.estimator)
-        except ValueError as e:
-            raise ConfigError(f"ref_kl.estimator: {e}") from None
-
-    def penalty(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "ref_logprobs", who="KL penalty 'ref_kl'")
-        kl = kl_estimate(batch.logprobs, batch.ref_logprobs, self.estimator)
-        return self.coef * kl, {"kl/ref": float(masked_mean(kl.detach(), batch.mask))}
+from ...batch import RolloutBatch
+from ...errors import ConfigError
+from ...ops.dynamics import centered_covariance
+from ...ops.kl import kl_estimate
+from ...ops.masked import masked_mean
+from ...registry import check_range
+from ..advantage.base import group_statistics
+from ..clip.base import SCOPES
+from ..token_select import check_entropy_source, high_entropy_mask, token_entropy
+from .base import KLS, KLPenalty, _check_estimator
 
 
 @KLS.register("kl_cov")
@@ -130,16 +85,6 @@ class KLCov(KLPenalty):
         return pen, metrics
 
 
-# =============================================================================================================
-# Method catalog II (issue 7): KL penalties of ProRL, Archer/ASPO, APO and SENT (ORZ and RAGEN use ``none``).
-# =============================================================================================================
-def _check_estimator(owner: str, estimator: str) -> str:
-    try:
-        return canonical_kl_kind(estimator)
-    except ValueError as e:
-        raise ConfigError(f"{owner}.estimator: {e}") from None
-
-
 @KLS.register("archer_kl")
 @dataclass
 class ArcherKL(KLPenalty):
@@ -166,7 +111,7 @@ class ArcherKL(KLPenalty):
         check_range("archer_kl", "high_entropy_coef", self.high_entropy_coef, lo=0.0)
         check_range("archer_kl", "quantile", self.quantile, lo=0.0, hi=1.0)
         self.estimator = _check_estimator("archer_kl", self.estimator)
-        _check_entropy_source("archer_kl", self.entropy)
+        check_entropy_source("archer_kl", self.entropy)
         ent_field = "entropy" if self.entropy == "current" else "old_entropy"
         self.requires = frozenset({"logprobs", "ref_logprobs", ent_field})
 
@@ -310,35 +255,6 @@ class APOKL(KLPenalty):
                                              "kl/apo_weight_mean": float(w.mean())}
 
 
-@ADVANTAGES.register("apo_stcr")
-@dataclass
-class APOAdvantage(AdvantageEstimator):
-    """APO suboptimal-trajectory complexity regularisation, STCR (2506.21655; View-R1 code): GRPO advantages, then
-    for an *incorrect* response (R ≤ ``correct_threshold``) longer than the mean length L̄⁺ of its group's correct
-    responses, Δ = L_i − L̄⁺ > 0, A_i ← A_i·(1 + (1 − 1.00001^{−Δ})) (a longer wrong answer is pushed down harder,
-    up to 2×); disabled in a group with no correct response. Lives in the KL module with the rest of APO."""
-
-    eps: float = 1e-6
-    correct_threshold: float = 0.5
-    base: float = 1.00001
-
-    def __post_init__(self) -> None:
-        check_range("apo_stcr", "eps", self.eps, lo=0.0)
-        check_range("apo_stcr", "base", self.base, lo=1.0)
-
-    def compute(self, batch: RolloutBatch) -> torch.Tensor:
-        adv = GRPOAdvantage(eps=self.eps).compute(batch)
-        correct = (batch.rewards > self.correct_threshold).float()
-        length = batch.mask.sum(-1)
-        n_ok, _, _ = group_statistics(correct, batch.group_ids)
-        len_ok, _, _ = group_statistics(length * correct, batch.group_ids)
-        mean_len_ok = len_ok / n_ok.clamp(min=1e-12)  # (Σ_correct L / G) / (#correct / G)
-        delta = length - mean_len_ok
-        scale = (2.0 - self.base ** (-delta.double().clamp(min=0.0))).float()  # float64: base is 1 + 1e-5
-        apply = (correct == 0) & (n_ok > 0) & (delta > 0)
-        return adv * torch.where(apply, scale, torch.ones_like(scale))[:, None]
-
-
 @KLS.register("sent_kl")
 @dataclass
 class SENTKL(KLPenalty):
@@ -367,7 +283,7 @@ class SENTKL(KLPenalty):
         self.estimator = _check_estimator("sent_kl", self.estimator)
         check_range("sent_kl", "cov_k", self.cov_k, lo=0.0, hi=1.0)
         check_range("sent_kl", "cov_coef", self.cov_coef, lo=0.0)
-        _check_entropy_source("sent_kl", self.entropy)
+        check_entropy_source("sent_kl", self.entropy)
         ent_field = "entropy" if self.entropy == "current" else "old_entropy"
         self.requires = frozenset({"logprobs", "ref_logprobs", "advantages", ent_field})
 
