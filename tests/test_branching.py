@@ -8,9 +8,15 @@ import torch
 from inference_fakes import CharTokenizer, ScriptedLM, after_sep, peaked, uniform
 
 from entrolab.engine.forward import policy_logprobs_entropy
-from entrolab.generation.branching import BranchingRollout, IdCounter, RolloutEngine, pack_traces, tree_nodes
-from entrolab.generation.rows import stack_generations
+from entrolab.generation.branching import (
+    BranchingRollout,
+    IdCounter,
+    pack_traces,
+    tree_nodes,
+)
 from entrolab.generation.decoder import Decoder, Start, Trace, can_crop_cache
+from entrolab.generation.engine import RolloutEngine
+from entrolab.generation.rows import stack_generations
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_reinforce_pp_baseline_size_one_group_is_zero():
 # (tree nodes, fork positions, tool turns: knobs/advantage/rollouts.py) are tested with
 # that strategy in test_sampling / test_tools.
 ROLLOUT_STRUCTURE_MODULES = ("entrolab.knobs.advantage.rollouts",)
-PLAIN_ESTIMATORS = [n for n in ADVANTAGES.names() if not ADVANTAGES.get(n).engine_extras
+PLAIN_ESTIMATORS = [n for n in ADVANTAGES.names() if not ADVANTAGES.get(n).extras
                     and ADVANTAGES.get(n).__module__ not in ROLLOUT_STRUCTURE_MODULES]
 
 

@@ -42,22 +42,23 @@ from inference_fakes import CharTokenizer
 
 from entrolab import methods
 from entrolab.batch import BatchError, RolloutBatch
+from entrolab.engine.native import NativeEngine
+from entrolab.env.reward_sources import (
+    REWARD_SOURCES,
+    ScoredRollout,
+    answer_clusters,
+    majority_vote_rewards,
+)
+from entrolab.env.rewards import extract_answer
 from entrolab.errors import ConfigError
 from entrolab.knobs.advantage.base import ADVANTAGES
-from entrolab.knobs.advantage.entropy import self_certainty_from_logits
-from entrolab.toy import TabularPolicy, ToySettings, _optimizer, train_toy
-from entrolab.train.extras import (
+from entrolab.knobs.extras import (
     RolloutContext,
-    compute_rollout_extras,
-    provided_extras,
-)
-from entrolab.train.extras_advantage import (
-    answer_clusters,
-    label_free_extras,
-    majority_vote_rewards,
     phase_ids,
+    self_certainty_from_logits,
     step_ids,
 )
+from entrolab.toy import TabularPolicy, ToySettings, _optimizer, train_toy
 from entrolab.update import UpdateSettings, policy_update
 
 ADVANTAGE_METHODS = ["entropy_advantage", "rl_zvp", "empo", "entropy_position", "pear", "empg", "em_rl", "seed_grpo",
@@ -183,8 +184,9 @@ def test_catalog_entry_is_complete(name):
 
 @pytest.mark.parametrize("name", ADVANTAGE_METHODS)
 def test_selectable_in_entrolab_train_and_composes(name):
-    """Every extra is provided by the trainer; each method composes with a clip-knob method and runs two toy steps."""
-    methods.build(name).check_engine("entrolab train", provided_extras())
+    """The native engine provides every primitive; each method composes with a clip-knob method and runs two toy
+    steps."""
+    methods.build(name).check_engine("entrolab train", NativeEngine.PROVIDES)
     obj = methods.build([name, "clip_cov"], **methods.get_method(name).toy_overrides)
     assert obj.methods == (name, "clip_cov") and obj.clip.name == "clip_cov" and obj.advantage.name == name
     with warnings.catch_warnings():
@@ -666,40 +668,42 @@ def test_answer_clusters_and_majority_vote():
     assert answer_clusters(["a b", "a  b", "c"], torch.zeros(3, dtype=torch.long), "exact").tolist() == [0, 0, 1]
 
 
-def _ctx(texts, rewards, correct, objective=None, logits=None, group_ids=None):
+def _ctx(texts, correct, logits=None, group_ids=None):
     n = len(texts)
-    b = B([2] * n, 2, rewards=rewards, group_ids=group_ids or [0] * n)
-    return RolloutContext(batch=b, texts=texts, examples=[None] * n, correct=correct, objective=objective,
-                          tokenizer=CharTokenizer(), temperature=1.0, rewards=b.rewards.clone(),
-                          old_logits_fn=(lambda rows: logits[rows]) if logits is not None else None, chunk_rows=1)
+    b = B([2] * n, 2, rewards=[0.0] * n, group_ids=group_ids or [0] * n)
+    return RolloutContext(batch=b, texts=texts, examples=[None] * n, correct=correct, tokenizer=CharTokenizer(),
+                          temperature=1.0, old_logits_fn=(lambda rows: logits[rows]) if logits is not None else None,
+                          chunk_rows=1)
 
 
-def test_majority_vote_reward_source_rewrites_rewards_before_other_providers():
+def test_majority_vote_reward_source_rewrites_rewards_and_correctness():
     verdict = [True, False, False]  # the verifier's own list: must not change
-    ctx = _ctx(["\\boxed{4}", "so \\boxed{4.0}", "\\boxed{5}"], [1.0, 0.0, 0.0], verdict)
-    names = label_free_extras("majority_vote")
-    assert names == ["majority_vote_reward"] and label_free_extras("verifier") == []
-    out = compute_rollout_extras(ctx, names)
-    out.update(compute_rollout_extras(ctx, ["correct"]))
-    assert ctx.rewards.tolist() == [1.0, 1.0, 0.0] and out["correct"].tolist() == [1.0, 1.0, 0.0]
+    texts = ["\\boxed{4}", "so \\boxed{4.0}", "\\boxed{5}"]
+    scored = ScoredRollout(texts, torch.tensor([1.0, 0.0, 0.0]), verdict, torch.zeros(3, dtype=torch.long))
+    rewards, correct = REWARD_SOURCES.get("majority_vote")().rewrite(scored)
+    assert rewards.tolist() == [1.0, 1.0, 0.0] and correct == [True, True, False]
     assert verdict == [True, False, False]
-    with pytest.raises(ValueError, match="reward source"):
-        label_free_extras("oracle")
+    assert REWARD_SOURCES.get("verifier")().rewrite(scored) == (scored.rewards, verdict)
+    with pytest.raises(ConfigError, match="reward source 'oracle'"):
+        REWARD_SOURCES.get("oracle")
+    # a correctness-reading component sees the reward source's verdict
+    ctx = _ctx(texts, correct)
+    assert methods.build("less").advantage.rollout_extras(ctx)["correct"].tolist() == [1.0, 1.0, 0.0]
 
 
-def test_answer_cluster_provider_uses_the_components_equivalence():
-    ctx = _ctx(["\\boxed{x y}", "\\boxed{x  y}", "none"], [0.0] * 3, [False] * 3,
-               objective=methods.build("empo", equivalence="exact"))
-    assert compute_rollout_extras(ctx, ["answer_cluster"])["answer_cluster"].tolist() == [0, 0, -1]
+def test_answer_clusters_use_the_components_equivalence():
+    ctx = _ctx(["\\boxed{x y}", "\\boxed{x  y}", "none"], [False] * 3)
+    assert methods.build("empo", equivalence="exact").advantage.rollout_extras(ctx)["answer_cluster"].tolist() \
+        == [0, 0, -1]
 
 
-def test_self_certainty_and_sampled_logit_providers():
+def test_self_certainty_and_sampled_logit_extras():
     logits = torch.zeros(2, 2, 4)
     logits[0, 0] = torch.tensor([2.0, 0, 0, 0])
-    ctx = _ctx(["a", "b"], [0.0, 0.0], [False, False], logits=logits)
+    ctx = _ctx(["a", "b"], [False, False], logits=logits)
     ctx.batch = ctx.batch.replace(response_ids=torch.tensor([[0, 1], [3, 3]]),
                                   response_mask=torch.tensor([[1.0, 1.0], [1.0, 0.0]]))
-    out = compute_rollout_extras(ctx, ["self_certainty", "sampled_logit"])
+    out = methods.build("ucas").advantage.rollout_extras(ctx)
     L4 = math.log(4)
     torch.testing.assert_close(out["self_certainty"], torch.tensor([[1.84075, L4], [L4, 0.0]]), atol=1e-5, rtol=0)
     torch.testing.assert_close(out["sampled_logit"], torch.tensor([[2.0, 0.0], [0.0, 0.0]]))
@@ -720,17 +724,19 @@ def test_reward_source_config_and_a_label_free_trainer_step(tmp_path):
         "logging": {"run_dir": str(tmp_path / "run"), "progress": False, "tensorboard": False}})
     trainer = Trainer(cfg)
     seen = {}
-    original = trainer._rollout_extras
+    original = trainer.engine.rollout
 
     def spy(*args):
-        batch = original(*args)
-        seen.update(batch.extras)
-        seen["rewards"] = batch.rewards
-        return batch
+        rollout = original(*args)
+        seen.update(rollout.batch.extras)
+        seen["rewards"] = rollout.batch.rewards
+        seen["texts"], seen["group_ids"] = rollout.texts, rollout.batch.group_ids
+        return rollout
 
-    trainer._rollout_extras = spy
+    trainer.engine.rollout = spy
     (m,) = trainer.train()
     assert math.isfinite(m["loss/total"])
-    assert {"majority_vote_reward", "phase", "correct"} <= set(seen)
-    torch.testing.assert_close(seen["rewards"], seen["majority_vote_reward"])  # the pseudo-labels are the rewards
-    torch.testing.assert_close(seen["correct"], seen["majority_vote_reward"])  # and PEAR's correctness
+    assert {"phase", "correct"} <= set(seen)
+    pseudo = majority_vote_rewards([extract_answer(t) for t in seen["texts"]], seen["group_ids"])
+    torch.testing.assert_close(seen["rewards"], pseudo)  # the pseudo-labels are the rewards
+    torch.testing.assert_close(seen["correct"], pseudo)  # and PEAR's correctness

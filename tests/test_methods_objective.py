@@ -724,7 +724,7 @@ def test_term_parameter_checks():
 
 # =============================================================================================== evol_rl
 def test_evol_rl_rewards_hand_case():
-    from entrolab.knobs.objective.bonuses import evol_rl_rewards
+    from entrolab.env.reward_sources import evol_rl_rewards
     # group 0: answers 4, 4, 4, 7, None → majority {0, 1, 2}, minority {3}, no answer {4}
     # embeddings (unit vectors): 0 and 1 identical, 2 orthogonal to both, 3 at 60° from 0/1
     vecs = {"a": [1.0, 0.0, 0.0], "b": [1.0, 0.0, 0.0], "c": [0.0, 1.0, 0.0], "d": [0.5, 0.0, math.sqrt(0.75)]}
@@ -742,12 +742,13 @@ def test_evol_rl_rewards_hand_case():
     torch.testing.assert_close(r2, torch.full((5,), 0.75))
 
 
-def test_evol_rl_bonus_refuses_unshaped_rewards_and_composes():
+def test_evol_rl_bonus_names_its_reward_source_and_composes():
     obj = methods.build("evol_rl")
     assert obj.clip.name == "clip_higher" and obj.terms[0].coef == 0.003
+    assert obj.reward_source == "evol_rl"  # the engine runs EVOL-RL's label-free rewards, never the verifier's
+    with pytest.raises(ConfigError, match="evol_rl_bonus needs reward_sources"):
+        obj.check_engine("an engine without reward sources", {"texts"})
     b, logits, fwd = _update_batch([2, 2], advantages=torch.zeros(2, 2))
-    with pytest.raises(BatchError, match="evol_rl_shaped"):
-        obj(b)
-    loss, m = obj(b.replace(extras={"evol_rl_shaped": torch.ones(2)}))
+    loss, m = obj(b)
     assert float(loss) == pytest.approx(-0.003 * float(b.entropy.mean()), rel=1e-6)
     assert methods.build(["evol_rl", "rloo"]).advantage.name == "rloo"

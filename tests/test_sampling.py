@@ -22,8 +22,8 @@ from entrolab import methods
 from entrolab.batch import BatchError, RolloutBatch
 from entrolab.env.tasks import Example
 from entrolab.errors import ConfigError
-from entrolab.generation.branching import RolloutEngine
 from entrolab.generation.decoder import Trace
+from entrolab.generation.engine import RolloutEngine
 from entrolab.generation.rows import Generation
 from entrolab.knobs.advantage.rollouts import (
     ETTRLAdvantage,

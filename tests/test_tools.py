@@ -18,7 +18,7 @@ from entrolab.batch import RolloutBatch
 from entrolab.env.sandbox import SandboxLimits, run_programs
 from entrolab.env.tasks import TaskError, build_task
 from entrolab.errors import ConfigError
-from entrolab.generation.branching import RolloutEngine
+from entrolab.generation.engine import RolloutEngine
 from entrolab.generation.tools import (
     ToolEnvironment,
     ToolHook,

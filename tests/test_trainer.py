@@ -50,12 +50,54 @@ def test_config_errors_name_the_key_and_allowed_values():
 def test_overrides_parse_yaml_values_and_nest():
     out = parse_overrides(["optim.lr=1e-5", "algorithm.method=[dr_grpo, kl_cov]", "algorithm.overrides.kl.coef=2",
                            "logging.tensorboard=false"])
-    assert out == {"optim": {"lr": 1e-5}, "algorithm": {"method": ["dr_grpo", "kl_cov"], "overrides": {"kl.coef": 2}},
+    assert out == {"optim": {"lr": 1e-5}, "algorithm": {"method": ["dr_grpo", "kl_cov"],
+                                                         "overrides": {"kl": {"coef": 2}}},
                    "logging": {"tensorboard": False}}
     cfg = load_config(None, ["optim.lr=1e-5", "algorithm.overrides.kl.coef=2"], method="dr_grpo,kl_cov")
     assert cfg.optim.lr == 1e-5 and cfg.algorithm.method == ["dr_grpo", "kl_cov"]
+    assert cfg.algorithm.objective().kl.coef == 2.0
     with pytest.raises(ConfigError, match="must look like key.sub=value"):
         parse_overrides(["optim.lr"])
+
+
+def test_one_override_form_yaml_command_line_and_flat_keys_agree(tmp_path):
+    """The nested YAML form, the command line and a flat dotted key all set the same parameter, and a bad value's
+    error names the key a user types."""
+    (tmp_path / "run.yaml").write_text("algorithm:\n  method: clip_cov\n  overrides:\n    clip:\n      ratio: 1.0e-3\n")
+    from_yaml = load_config(tmp_path / "run.yaml").algorithm.objective().clip.ratio
+    from_cli = load_config(None, ["algorithm.overrides.clip.ratio=1e-3"], method="clip_cov").algorithm.objective()
+    flat = config_from_dict({"algorithm": {"method": "clip_cov", "overrides": {"clip.ratio": 1e-3}}})
+    assert from_yaml == from_cli.clip.ratio == flat.algorithm.objective().clip.ratio == 1e-3
+    with pytest.raises(ConfigError, match=r"^algorithm\.overrides\.clip\.ratio = 2\.0 is out of range"):
+        load_config(None, ["algorithm.overrides.clip.ratio=2"], method="clip_cov")
+    with pytest.raises(ConfigError, match=r"algorithm\.overrides\.clip\.ratoi: clip component 'clip_cov' has no "
+                                          r"parameter 'ratoi'; its parameters are: cov_lb"):
+        load_config(None, ["algorithm.overrides.clip.ratoi=2"], method="clip_cov")
+    # a config written by --print-config loads back to the same objective
+    cfg = load_config(None, ["algorithm.overrides.clip.ratio=1e-3"], method="clip_cov")
+    (tmp_path / "again.yaml").write_text(cfg.to_yaml())
+    assert load_config(tmp_path / "again.yaml").algorithm.objective().clip.ratio == 1e-3
+
+
+def test_each_component_is_built_once_per_resolution(tmp_path, reward_path, monkeypatch):
+    from entrolab import methods
+    from entrolab.knobs.clip.covariance import ClipCov
+
+    built = []
+    original = ClipCov.__post_init__
+    monkeypatch.setattr(ClipCov, "__post_init__", lambda self: (built.append(self), original(self))[1])
+    methods.build("clip_cov")
+    assert len(built) == 1
+    built.clear()
+    trainer = Trainer(tiny_config(tmp_path, reward_path, algorithm={"method": "clip_cov"}))
+    assert len(built) == 1 and trainer.objective.clip is built[0]  # validation built it; the trainer uses it
+
+
+def test_dr_grpo_length_is_the_generation_budget_at_resolution():
+    cfg = config_from_dict({"algorithm": {"method": "dr_grpo"}, "rollout": {"max_new_tokens": 48}})
+    assert cfg.algorithm.spec().norm_length == 48.0 and cfg.algorithm.objective().norm_length == 48.0
+    explicit = config_from_dict({"algorithm": {"method": "dr_grpo", "overrides": {"norm_length": 10}}})
+    assert explicit.algorithm.objective().norm_length == 10
 
 
 def test_print_config_is_complete_and_loadable(tmp_path, capsys):

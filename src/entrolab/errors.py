@@ -6,3 +6,8 @@ from __future__ import annotations
 
 class ConfigError(ValueError):
     """A method, component, parameter, file or config value is invalid; the message names it and the fix."""
+
+
+class TrainingError(RuntimeError):
+    """A run cannot go on (its data ran out; three steps in a row with non-finite losses); the message says why and
+    what to change. The last checkpoint is intact."""

@@ -14,7 +14,7 @@ The loss is  aggregate( term_k ∘ … ∘ term_1 ( ℓ_clip + ℓ_kl ) ),  with
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import torch
 
@@ -28,6 +28,9 @@ from .knobs.objective.base import ObjectiveTerm
 from .knobs.sampling.base import SamplingStrategy, StandardSampling
 from .ops.dynamics import centered_covariance
 from .ops.masked import AGGREGATION_MODES, aggregate_loss, masked_mean
+
+if TYPE_CHECKING:
+    from .knobs.extras import ForwardContext, RolloutContext
 
 ENGINE_ACTIONS = frozenset({"reset_reference", "reset_optimizer"})
 
@@ -70,6 +73,8 @@ class PolicyObjective:
         for t in self.terms:
             if not isinstance(t, ObjectiveTerm):
                 raise ConfigError(f"PolicyObjective.terms: expected ObjectiveTerm items, got {type(t).__name__}")
+        for t in self.terms:
+            t.attach(self)
 
     # ---------------------------------------------------------------- structure
     def components(self) -> dict[str, Component]:
@@ -90,21 +95,54 @@ class PolicyObjective:
         return frozenset(req)
 
     @property
-    def engine_extras(self) -> frozenset[str]:
-        """``batch.extras`` entries the engine must compute for some component."""
+    def engine_primitives(self) -> frozenset[str]:
+        """What the engine must provide beyond per-token log-probs (``knobs/extras.py``: ``PRIMITIVES``)."""
         out: set[str] = set()
         for c in self.components().values():
-            out |= set(c.engine_extras)
+            out |= set(c.engine_primitives)
         return frozenset(out)
 
+    @property
+    def reward_source(self) -> Optional[str]:
+        """The reward source a component needs (``env/reward_sources.py``), or None."""
+        named = {c.reward_source for c in self.components().values() if c.reward_source}
+        if len(named) > 1:
+            raise ConfigError(f"components need different reward sources: {', '.join(sorted(named))}")
+        return next(iter(named), None)
+
+    @property
+    def has_forward_extras(self) -> bool:
+        """Whether some component computes extras in the update forward (the engine then hands it the logits)."""
+        return any(type(c).computes_forward_extras() for c in self.components().values())
+
     def check_engine(self, engine: str, provides: frozenset[str] | set[str]) -> None:
-        """Refuse, before any work, a method whose components need extras this engine does not compute."""
-        missing = {c.name: sorted(set(c.engine_extras) - set(provides)) for c in self.components().values()}
+        """Refuse, before any work, a method whose components need primitives this engine does not provide."""
+        missing = {c.name: sorted(set(c.engine_primitives) - set(provides)) for c in self.components().values()}
         missing = {k: v for k, v in missing.items() if v}
         if missing:
             detail = "; ".join(f"{k} needs {', '.join(v)}" for k, v in missing.items())
-            raise ConfigError(f"{engine} cannot run {'+'.join(self.methods) or 'this objective'} yet: {detail} "
-                              f"(it provides {', '.join(sorted(provides))}). See docs/methods-objective.md.")
+            raise ConfigError(f"{engine} cannot run {'+'.join(self.methods) or 'this objective'}: {detail} "
+                              f"(it provides {', '.join(sorted(provides)) or 'no primitives'}). See "
+                              "docs/architecture.md, the engine contract.")
+
+    def rollout_extras(self, ctx: "RolloutContext") -> dict[str, torch.Tensor]:
+        """Every component's rollout-side extras (``knobs/extras.py``), once per rollout batch, without gradient."""
+        return self._merge_extras(lambda c: c.rollout_extras(ctx))
+
+    def forward_extras(self, ctx: "ForwardContext") -> dict[str, torch.Tensor]:
+        """Every component's forward-side extras, in an update forward, with gradient."""
+        return self._merge_extras(lambda c: c.forward_extras(ctx))
+
+    def _merge_extras(self, compute) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        owner: dict[str, str] = {}
+        for slot, c in self.components().items():
+            for key, value in compute(c).items():
+                if key in out and not torch.equal(out[key], value):
+                    raise ConfigError(f"components {owner[key]} and {slot} ({c.name}) compute different "
+                                      f"extras[{key!r}]; give them the same settings or compose other methods")
+                out[key], owner[key] = value, f"{slot} ({c.name})"
+        return out
 
     @property
     def needs_reference(self) -> bool:

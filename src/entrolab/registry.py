@@ -23,6 +23,15 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 
+class FieldError(ConfigError):
+    """A parameter's value is wrong: ``owner.field = value`` and why. Callers that know the key a user typed (the
+    methods' resolver: ``clip.ratio``, ``algorithm.overrides.clip.ratio``) re-raise it under that key."""
+
+    def __init__(self, owner: str, field: str, value: Any, reason: str):
+        self.owner, self.field, self.value, self.reason = owner, field, value, reason
+        super().__init__(f"{owner}.{field} = {value!r} {reason}")
+
+
 class Registry(Generic[T]):
     """Name → class or factory of one kind (``kind`` names it in messages: "clip", "task", ...).
 
@@ -138,7 +147,7 @@ def check_type(owner: str, name: str, value: Any, hint: Any) -> Any:
             return value
     if any(a in (int, float, str, bool) for a in allowed):
         names = " or ".join(getattr(a, "__name__", str(a)) for a in allowed)
-        raise ConfigError(f"{owner}.{name}: expected {names}, got {value!r}")
+        raise FieldError(owner, name, value, f"has the wrong type; expected {names}")
     return value
 
 
@@ -154,7 +163,7 @@ def check_range(owner: str, name: str, value: float, lo: Optional[float] = None,
         lb = "(" if lo_open else "["
         rb = ")" if hi_open else "]"
         rng = f"{lb}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{rb}"
-        raise ConfigError(f"{owner}.{name} = {value!r} is out of range; allowed: {rng}")
+        raise FieldError(owner, name, value, f"is out of range; allowed: {rng}")
 
 
 def field_docs(cls: type) -> dict[str, str]:

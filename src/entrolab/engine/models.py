@@ -279,3 +279,32 @@ def tiny_model(
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.eval()
     return model, tokenizer
+
+
+TINY = "tiny"
+"""The model name of the tiny random in-memory model (smoke tests); its expert is a second tiny model."""
+
+
+def load_policy(name: str, dtype: str = "float32", gguf_file: str | None = None, seed: int = 0) -> tuple[Any, Any]:
+    """The run's policy and tokenizer by model name: :data:`TINY` (built from ``seed``) or anything
+    :func:`load_model` loads."""
+    if name == TINY:
+        return tiny_model(seed=seed)
+    return load_model(name, dtype=dtype, gguf_file=gguf_file)
+
+
+def load_expert(expert: str | None, policy_name: str, policy: Any, dtype: str = "float32", seed: int = 0) -> Any:
+    """The expert of guided rollouts (MENTOR) in eval mode without gradients: ``expert`` (a local HF directory or
+    ``.gguf``), or a second tiny model (seed + 1) when the policy is :data:`TINY` and none is named. Its vocabulary
+    must be the policy's."""
+    from ..errors import ConfigError
+
+    name = expert if expert is not None else (TINY if policy_name == TINY else None)
+    if name is None:
+        raise ConfigError("this method needs an expert model: set model.expert to a local HF model directory (or "
+                          ".gguf) sharing the policy's tokenizer")
+    model = tiny_model(seed=seed + 1)[0] if name == TINY else load_model(name, dtype=dtype)[0]
+    if model.get_output_embeddings().weight.shape[0] != policy.get_output_embeddings().weight.shape[0]:
+        raise ConfigError(f"model.expert={name!r} has a different vocabulary size than the policy; choose an expert "
+                          "with the policy's tokenizer")
+    return model.eval().requires_grad_(False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import inspect
 import itertools
 import json
 import logging
@@ -27,7 +28,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import ConfigError
 from ..registry import Registry
@@ -588,6 +589,25 @@ TASKS.add("file", FileTask)
 def register_task(name: str, factory: Callable[..., Task]) -> None:
     """Add a task factory to :data:`TASKS` (a duplicate name is refused)."""
     TASKS.add(name, factory)
+
+
+def build_task_from_settings(kind: str, settings: Mapping[str, Any], defaults: Mapping[str, Any], *,
+                             where: str = "data.") -> Task:
+    """Build ``kind`` from a config section's task settings (``data.difficulty``, ``data.path``, ...): a setting goes
+    to the task when its factory takes a parameter of that name and the setting is not None; a setting the task does
+    not take is an error when it differs from its default (``defaults``), never silently ignored."""
+    if kind not in TASKS:
+        raise TaskError(f"unknown task {kind!r}; valid tasks: {', '.join(TASKS.names())}")
+    accepted = inspect.signature(TASKS.get(kind)).parameters
+    params: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key in accepted:
+            if value is not None:
+                params[key] = value
+        elif value != defaults.get(key):
+            takes = ", ".join(f"{where}{k}" for k in settings if k in accepted) or "none of the task settings"
+            raise TaskError(f"{where}{key} does not apply to task {kind!r} (it takes {takes}); remove it")
+    return build_task(kind, **params)
 
 
 def build_task(kind: str = DEFAULT_TASK, **params: Any) -> Task:

@@ -1,31 +1,9 @@
-"""Branching rollouts for RL: one engine that samples, measures per-token entropy, forks from chosen prefixes
-(reusing the prefix's KV cache) and keeps the tree, for every sampling method that branches.
+"""Branching rollouts: one engine that samples, measures per-token entropy, forks from chosen prefixes (reusing the
+prefix's KV cache) and keeps the tree, for every sampling method that branches (TreeRL, FR3E, ETTRL, ADR, CURE,
+MENTOR, EDGE-GRPO's correction; ARPO / AEPO-Dong with tool turns) and for inference strategies that branch. Sampling
+strategies get one from ``RolloutEngine.branching()`` (``generation/engine.py``).
 
-Two public pieces, both stable APIs for methods (TreeRL, FR3E, ETTRL, ADR, CURE, MENTOR here; ARPO / AEPO-Dong in
-``knobs/sampling/agentic.py``) and for inference strategies that branch:
-
-**1. The sampling hook.** A ``SamplingStrategy`` (``knobs/sampling/base.py``) may take over generation::
-
-    def rollout(self, engine: RolloutEngine, prompts: list[str], examples: list, n: int) -> Generation | None
-    def select_examples(self, engine: RolloutEngine, count: int) -> list | None   # the prompt stream (curricula)
-
-``None`` means "plain sampling" (``n`` rows per prompt with HF ``generate``). ``prompts`` are the chat-formatted
-inputs of ``examples``. A returned ``generation.rows.Generation`` may hold any number of rows; it sets
-``prompt_index`` (row → example, so the trainer scores each row against the right answer), ``group_ids`` (row →
-advantage group; default ``prompt_index``), ``trainable`` (the loss mask: tool outputs, a re-used prefix, ... are
-attended but not trained), ``extras`` (→ ``RolloutBatch.extras``; ``(B, T, ...)`` tensors are token-aligned and are
-padded on the right when the trainer stacks batches; row ids must be unique per run — take them from
-``engine.new_ids``) and ``metrics``. The trainer then computes rewards, old log-probs and entropies of the final rows
-in its one fused forward pass, exactly as for plain sampling. ``engine`` (a :class:`RolloutEngine`) offers:
-
-- ``model``, ``tokenizer``, ``temperature``, ``top_p``, ``max_new_tokens``, ``generator``, ``step``;
-- ``generate(prompts, n, temperature=None) -> Generation`` (plain HF sampling; rows prompt-major);
-- ``branching(**decoder_kwargs) -> BranchingRollout`` (below) and ``decoder(**kwargs) -> generation.decoder.Decoder``;
-- ``encode(prompts)``, ``decode(generation)``, ``score(texts, examples) -> (rewards (B,), correct list)``;
-- ``expert()``: a second HF model with the same vocabulary (``model.expert``; MENTOR), ``next_examples(k)``: the
-  trainer's prompt stream, ``format(example)``: its chat-formatted input, ``new_ids(k)``: run-unique integer ids.
-
-**2. The branching engine** :class:`BranchingRollout`, on top of ``generation.decoder.Decoder`` (the KV-cached
+**The branching engine** :class:`BranchingRollout`, on top of ``generation.decoder.Decoder`` (the KV-cached
 decoder that records H_t, V_t and log π per token and lets a step hook ``stop``/``fork``/``force`` sequences)::
 
     tree = engine.branching()                      # or BranchingRollout(model, tokenizer, ...)
@@ -61,9 +39,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import torch
 
-from ..errors import ConfigError
 from .decoder import Decoder, Hook, Start, Trace, encode_prompts
-from .hf_sampling import hf_generate
 from .rows import Generation
 
 ForkSpec = Union[Start, tuple]
@@ -282,76 +258,3 @@ def pack_traces(traces: Sequence[Trace], prompt_index: Sequence[int], *, group_i
                 "fork_pos": torch.tensor([int(t.fork_step or 0) if t.parent is not None else 0 for t in traces]),
                 "tree_depth": torch.tensor(depth, dtype=torch.long)},
     )
-
-
-# ---------------------------------------------------------------------------------------------------- the engine
-@dataclass
-class RolloutEngine:
-    """What the trainer hands a sampling strategy (module doc). Engines other than ``entrolab train`` build one with
-    their own callables."""
-
-    model: Any
-    tokenizer: Any
-    temperature: float
-    top_p: float
-    max_new_tokens: int
-    generator: Optional[torch.Generator] = None
-    step: int = 0
-    score_fn: Optional[Callable[[Sequence[str], Sequence[Any]], tuple[torch.Tensor, list[bool]]]] = None
-    expert_fn: Optional[Callable[[], Any]] = None
-    examples_fn: Optional[Callable[[int], list]] = None
-    format_fn: Optional[Callable[[Any], str]] = None
-    ids: IdCounter = field(default_factory=IdCounter)
-    tools: Any = None  # a tool task's environment (env/tools.py), for multi-turn rollouts; None = no tools
-
-    def new_ids(self, k: int = 1) -> list[int]:
-        return self.ids.take(k)
-
-    def encode(self, prompts: Sequence[Union[str, Sequence[int]]]) -> list[list[int]]:
-        return encode_prompts(self.tokenizer, prompts)
-
-    def decoder(self, **kwargs: Any) -> Decoder:
-        kw: dict[str, Any] = dict(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
-                                  generator=self.generator, id_start=self.ids.next)
-        kw.update(kwargs)
-        return Decoder(kw.pop("model", self.model), self.tokenizer, **kw)
-
-    def branching(self, **kwargs: Any) -> BranchingRollout:
-        kw = dict(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
-                  generator=self.generator)
-        kw.update(kwargs)
-        model = kw.pop("model", self.model)
-        return BranchingRollout(model, self.tokenizer, ids=self.ids, **kw)
-
-    def generate(self, prompts: Sequence[str], n: int, temperature: Optional[float] = None) -> Generation:
-        """``n`` plain samples per prompt (HF ``generate``), with ``prompt_index`` set."""
-        g = hf_generate(self.model, self.tokenizer, prompts, n, temperature or self.temperature, self.top_p,
-                     self.max_new_tokens)
-        g.prompt_index = torch.arange(len(prompts)).repeat_interleave(n)
-        return g
-
-    def decode(self, gen: Generation) -> list[str]:
-        ids = gen.response_ids.masked_fill(gen.response_mask == 0, self.tokenizer.pad_token_id)
-        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
-
-    def score(self, texts: Sequence[str], examples: Sequence[Any]) -> tuple[torch.Tensor, list[bool]]:
-        if self.score_fn is None:
-            raise ConfigError("this engine cannot score rollouts")
-        return self.score_fn(texts, examples)
-
-    def expert(self) -> Any:
-        if self.expert_fn is None:
-            raise ConfigError("this method needs an expert model: set model.expert to a local HF model directory "
-                              "with the policy's vocabulary")
-        return self.expert_fn()
-
-    def format(self, example: Any) -> str:
-        """The chat-formatted model input of an example (as the trainer builds it)."""
-        if self.format_fn is None:
-            raise ConfigError("this engine cannot format prompts")
-        return self.format_fn(example)
-
-    def next_examples(self, k: int) -> list:
-        if self.examples_fn is None:
-            raise ConfigError("this engine has no prompt stream to draw from")
-        return self.examples_fn(k)

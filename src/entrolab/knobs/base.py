@@ -16,21 +16,28 @@ Hooks a component may implement (all optional, no-ops by default):
 - ``pop_actions()``: engine actions the component requests after a step — ``"reset_reference"`` (copy the current
   policy into the reference) and ``"reset_optimizer"`` (clear the optimizer state) — which engines honour.
 
-- ``engine_extras``: names of ``RolloutBatch.extras`` the engine must compute for the component (beyond a per-token
-  loss: e.g. a clamped entropy from the full logits); an engine that cannot provide one refuses the method up front.
+- ``rollout_extras(ctx)`` / ``forward_extras(ctx)``: the ``RolloutBatch.extras`` the component reads beyond the batch's
+  per-token tensors, computed by the component itself from engine primitives (``knobs/extras.py``): once per rollout
+  batch without gradient, or in every update forward with gradient. ``extras`` names the keys it computes,
+  ``engine_primitives`` what it needs from the engine; an engine that lacks one refuses the method up front;
+- ``reward_source``: the reward source (``env/reward_sources.py``) the component needs, e.g. EVOL-RL's novelty
+  rewards; engines run it instead of the verifier's rewards.
 
 Engine-provided ``RolloutBatch.extras``: ``prompt_id`` (B,) int64, a stable id of each sample's prompt across steps
-(for per-prompt history).
+(for per-prompt history); ``input_ids``/``attention_mask`` (B, P + T), the full sequences.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional, TypeVar
 
 from ..batch import RolloutBatch
 from ..errors import ConfigError
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from .extras import ForwardContext, RolloutContext
 
 __all__ = ["Component", "component_registry"]
 
@@ -42,10 +49,24 @@ class Component:
     knob: ClassVar[str] = ""
     requires: ClassVar[frozenset[str]] = frozenset()
     needs_off_policy: ClassVar[bool] = False
-    engine_extras: ClassVar[frozenset[str]] = frozenset()
+    extras: ClassVar[frozenset[str]] = frozenset()
+    engine_primitives: ClassVar[frozenset[str]] = frozenset()
+    reward_source: ClassVar[Optional[str]] = None
 
     def prepare(self, batch: RolloutBatch) -> RolloutBatch:
         return batch
+
+    def rollout_extras(self, ctx: "RolloutContext") -> dict[str, Any]:
+        """The ``extras`` this component computes once per rollout batch (no gradient); ``{}`` by default."""
+        return {}
+
+    def forward_extras(self, ctx: "ForwardContext") -> dict[str, Any]:
+        """The ``extras`` this component computes in every update forward (with gradient); ``{}`` by default."""
+        return {}
+
+    @classmethod
+    def computes_forward_extras(cls) -> bool:
+        return cls.forward_extras is not Component.forward_extras
 
     def on_step_end(self, metrics: Mapping[str, float]) -> None:
         return None

@@ -13,6 +13,7 @@ the same slot is an error naming both. ``build`` returns a ready ``PolicyObjecti
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
@@ -24,7 +25,7 @@ from ..knobs.objective.base import TERMS
 from ..knobs.sampling.base import SAMPLINGS
 from ..objective import PolicyObjective
 from ..ops.masked import AGGREGATION_MODES
-from ..registry import Registry
+from ..registry import FieldError, Registry, check_type, init_fields
 
 COMPONENT_SLOTS: dict[str, Registry] = {
     "sampling": SAMPLINGS,
@@ -91,7 +92,7 @@ def register_method(method: Method) -> Method:
         raise ConfigError(f"method {method.name!r}: evidence must be 'exact' or 'approximate — why'")
     METHODS[method.name] = method
     try:
-        _resolve([method.name], {})  # validates component names and parameters
+        resolve_spec([method.name])  # validates component names and parameters
     except Exception:
         del METHODS[method.name]  # a rejected method must not stay half-registered
         raise
@@ -109,6 +110,73 @@ def method_names() -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- resolution
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One slot of a resolved objective: the component's registry name and every parameter (defaults filled)."""
+
+    slot: str
+    """``sampling``, ``advantage``, ``clip``, ``kl`` or ``objective.<i>``."""
+    registry: Registry = field(repr=False, compare=False)
+    name: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+    def component_class(self) -> type:
+        return self.registry.get(self.name)
+
+
+@dataclass
+class ObjectiveSpec:
+    """A fully resolved objective: the methods, one :class:`ComponentSpec` per slot, the aggregation and its
+    constant length. :func:`resolve_spec` makes it (and validates every value by building each component once);
+    :meth:`build` makes the ``PolicyObjective`` — with the instances made during validation the first time, so each
+    component is constructed exactly once per resolution."""
+
+    methods: tuple[str, ...]
+    slots: dict[str, ComponentSpec]
+    aggregation: str
+    norm_length: Optional[float]
+    _fresh: Optional[dict[str, Any]] = field(default=None, repr=False, compare=False)
+
+    def component(self, slot: str) -> ComponentSpec:
+        return self.slots[slot]
+
+    @property
+    def terms(self) -> list[ComponentSpec]:
+        return [self.slots[k] for k in sorted((k for k in self.slots if k.startswith("objective.")),
+                                              key=lambda k: int(k.split(".")[1]))]
+
+    @property
+    def reward_source(self) -> Optional[str]:
+        """The reward source a component of this objective needs (``env/reward_sources.py``), or None."""
+        named = {getattr(c.component_class(), "reward_source", None) for c in self.slots.values()} - {None}
+        if len(named) > 1:
+            raise ConfigError(f"{'+'.join(self.methods)}: components need different reward sources "
+                              f"{', '.join(sorted(named))}")
+        return next(iter(named), None)
+
+    def build(self) -> PolicyObjective:
+        comps = self._fresh if self._fresh is not None else {k: _construct(c, "") for k, c in self.slots.items()}
+        self._fresh = None
+        return PolicyObjective(
+            sampling=comps["sampling"], advantage=comps["advantage"], clip=comps["clip"], kl=comps["kl"],
+            terms=[comps[t.slot] for t in self.terms], aggregation=self.aggregation, norm_length=self.norm_length,
+            methods=self.methods,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved spec as plain data (what ``entrolab train --print-config`` shows)."""
+        out: dict[str, Any] = {"methods": list(self.methods)}
+        for slot in COMPONENT_SLOTS:
+            out[slot] = self.slots[slot].as_dict()
+        out["objective"] = [t.as_dict() for t in self.terms]
+        out["aggregation"] = self.aggregation
+        out["norm_length"] = self.norm_length
+        return out
+
+
 def _spec(value: Any, where: str) -> dict[str, Any]:
     if isinstance(value, str):
         return {"name": value}
@@ -117,8 +185,31 @@ def _spec(value: Any, where: str) -> dict[str, Any]:
     raise ConfigError(f"{where}: expected a component name or a mapping with a 'name' key, got {value!r}")
 
 
-def _resolve(names: Sequence[str], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Compose the presets of ``names`` and apply ``overrides``; returns slot → spec(s)."""
+def canonical_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides in their one canonical form, dotted keys: the nested YAML ``{clip: {ratio: 1e-3}}``, the flat
+    ``{"clip.ratio": 1e-3}`` and the command line's ``algorithm.overrides.clip.ratio=1e-3`` all give
+    ``{"clip.ratio": 1e-3}``. A mapping with a ``name`` (``{clip: {name: clip_higher, eps_high: 0.3}}``) replaces the
+    slot's component; a bare name (``{kl: ref_kl}``) too."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        key = str(key)
+        if isinstance(value, Mapping) and "name" not in value:
+            for sub, v in canonical_overrides(value).items():
+                out[f"{key}.{sub}"] = v
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_spec(methods: Union[str, Sequence[str]], overrides: Optional[Mapping[str, Any]] = None, *,
+                 generation_budget: Optional[int] = None, key_prefix: str = "") -> ObjectiveSpec:
+    """Compose the presets of ``methods``, apply ``overrides`` (:func:`canonical_overrides`), fill every default,
+    and validate every value by building each component once. ``generation_budget`` (the response length cap) is
+    the constant length of Dr. GRPO's ``seq-mean-token-sum-norm`` unless ``norm_length`` is set. Errors name the
+    key a user types, prefixed with ``key_prefix`` (``algorithm.overrides.`` in a config)."""
+    names = [methods] if isinstance(methods, str) else list(methods)
+    if not names:
+        raise ConfigError("no method given; choose one or more of: " + ", ".join(method_names()))
     owner: dict[str, str] = {}
     slots: dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in BASELINE.items()}
     for n in names:
@@ -138,35 +229,67 @@ def _resolve(names: Sequence[str], overrides: Mapping[str, Any]) -> dict[str, An
 
     # Slot replacements first, then hyperparameters.
     params: dict[str, Any] = {}
-    for key, value in overrides.items():
+    for key, value in canonical_overrides(overrides or {}).items():
         if key in COMPONENT_SLOTS:
-            specs[key] = _spec(value, f"override {key!r}")
+            specs[key] = _spec(value, f"override {key_prefix}{key}")
         elif key == "objective":
             vals = value if isinstance(value, list) else [value]
-            specs["objective"] = [_spec(v, "override 'objective'") for v in vals]
+            specs["objective"] = [_spec(v, f"override {key_prefix}objective") for v in vals]
         elif key in ("aggregation", "norm_length"):
             specs[key] = value
         else:
             params[key] = value
     for key, value in params.items():
-        _set_param(specs, key, value)
-
-    for slot, reg in COMPONENT_SLOTS.items():
-        reg.build(specs[slot]["name"], {k: v for k, v in specs[slot].items() if k != "name"})
-    for t in specs["objective"]:
-        TERMS.build(t["name"], {k: v for k, v in t.items() if k != "name"})
+        _set_param(specs, key, value, key_prefix)
     if specs["aggregation"] not in AGGREGATION_MODES:
-        raise ConfigError(
-            f"aggregation {specs['aggregation']!r} is unknown; choose one of {', '.join(AGGREGATION_MODES)}"
-        )
-    return specs
+        raise ConfigError(f"{key_prefix}aggregation = {specs['aggregation']!r} is unknown; choose one of "
+                          f"{', '.join(AGGREGATION_MODES)}")
+    norm_length = specs["norm_length"]
+    if norm_length is None and specs["aggregation"] == "seq-mean-token-sum-norm" and generation_budget is not None:
+        norm_length = float(generation_budget)  # Dr. GRPO: a constant length, the generation budget
+
+    resolved: dict[str, ComponentSpec] = {}
+    for slot, reg in COMPONENT_SLOTS.items():
+        s = specs[slot]
+        resolved[slot] = ComponentSpec(slot, reg, s["name"], _full_params(reg, s, f"{key_prefix}{slot}"))
+    for i, t in enumerate(specs["objective"]):
+        resolved[f"objective.{i}"] = ComponentSpec(f"objective.{i}", TERMS, t["name"],
+                                                   _full_params(TERMS, t, f"{key_prefix}objective.{i}"))
+    fresh = {slot: _construct(c, key_prefix) for slot, c in resolved.items()}
+    return ObjectiveSpec(tuple(names), resolved, specs["aggregation"], norm_length, _fresh=fresh)
+
+
+def _full_params(reg: Registry, spec: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Every parameter of the component (its defaults, then the spec's), type-checked, naming ``where.param``."""
+    cls = reg.get(spec["name"])
+    hints = typing.get_type_hints(cls)
+    given = {k: v for k, v in spec.items() if k != "name"}
+    unknown = sorted(set(given) - set(init_fields(cls)))
+    if unknown:
+        raise ConfigError(f"{where} ({spec['name']}) has no parameter {', '.join(map(repr, unknown))}; its "
+                          f"parameters are: {', '.join(sorted(init_fields(cls))) or '(none)'}")
+    checked = {k: check_type(where, k, v, hints.get(k)) for k, v in given.items()}
+    return {**reg.defaults(spec["name"]), **checked}
+
+
+def _construct(spec: ComponentSpec, key_prefix: str) -> Any:
+    """Build the component of ``spec`` once; a bad value's error names the key a user types."""
+    where = f"{key_prefix}{spec.slot}"
+    try:
+        return spec.registry.build(spec.name, dict(spec.params))
+    except FieldError as e:
+        if e.field in spec.params:
+            raise ConfigError(f"{where}.{e.field} = {e.value!r} {e.reason}") from None
+        raise ConfigError(f"{where} ({spec.name}): {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{where} ({spec.name}): {e}") from None
 
 
 def _fields(registry: Registry, name: str) -> set[str]:
-    return set(registry.defaults(name))
+    return set(init_fields(registry.get(name)))
 
 
-def _set_param(specs: dict[str, Any], key: str, value: Any) -> None:
+def _set_param(specs: dict[str, Any], key: str, value: Any, key_prefix: str = "") -> None:
     """Route ``key`` ('param', 'slot.param', 'objective.i.param' or 'term_name.param') to one component spec."""
     targets: list[tuple[dict[str, Any], Registry, str]] = []
     parts = key.split(".")
@@ -178,7 +301,7 @@ def _set_param(specs: dict[str, Any], key: str, value: Any) -> None:
             if key in _fields(TERMS, t["name"]):
                 targets.append((t, TERMS, f"objective.{i}"))
         if len(targets) > 1:
-            where = ", ".join(f"{slot}.{key}" for _, _, slot in targets)
+            where = ", ".join(f"{key_prefix}{slot}.{key}" for _, _, slot in targets)
             raise ConfigError(f"parameter {key!r} is ambiguous; qualify it as one of: {where}")
         param = key
     else:
@@ -190,7 +313,8 @@ def _set_param(specs: dict[str, Any], key: str, value: Any) -> None:
         elif head.startswith("objective.") and head.split(".", 1)[1].isdigit():
             i = int(head.split(".", 1)[1])
             if i >= len(specs["objective"]):
-                raise ConfigError(f"override {key!r}: there are only {len(specs['objective'])} objective terms")
+                raise ConfigError(f"override {key_prefix}{key}: there are only {len(specs['objective'])} objective "
+                                  "terms")
             targets.append((specs["objective"][i], TERMS, head))
         else:
             for i, t in enumerate(specs["objective"]):
@@ -198,58 +322,33 @@ def _set_param(specs: dict[str, Any], key: str, value: Any) -> None:
                     targets.append((t, TERMS, f"objective.{i}"))
         if not targets:
             raise ConfigError(
-                f"override {key!r}: {head!r} is not a slot ({', '.join(SLOTS)}) or an objective term of this method"
+                f"override {key_prefix}{key}: {head!r} is not a slot ({', '.join(SLOTS)}) or an objective term of "
+                "this method"
             )
     if not targets:
         allowed = sorted(
-            {f"{slot}.{p}" for slot, reg in COMPONENT_SLOTS.items() for p in _fields(reg, specs[slot]["name"])}
-            | {f"objective.{i}.{p}" for i, t in enumerate(specs["objective"]) for p in _fields(TERMS, t["name"])}
+            {f"{key_prefix}{slot}.{p}" for slot, reg in COMPONENT_SLOTS.items() for p in _fields(reg, specs[slot]["name"])}
+            | {f"{key_prefix}objective.{i}.{p}" for i, t in enumerate(specs["objective"])
+               for p in _fields(TERMS, t["name"])}
         )
         raise ConfigError(f"no component of this method has a parameter {key!r}; parameters: {', '.join(allowed)}")
     spec, reg, slot = targets[0]
     if param not in _fields(reg, spec["name"]):
         allowed = ", ".join(sorted(_fields(reg, spec["name"]))) or "(none)"
-        raise ConfigError(f"override {key!r}: {slot} component {spec['name']!r} has no parameter {param!r}; "
-                          f"its parameters are: {allowed}")
+        raise ConfigError(f"override {key_prefix}{key}: {slot} component {spec['name']!r} has no parameter "
+                          f"{param!r}; its parameters are: {allowed}")
     spec[param] = value
 
 
 def resolve(methods: Union[str, Sequence[str]], **overrides: Any) -> dict[str, Any]:
-    """The fully resolved slot specs (every default filled in) of ``methods`` with ``overrides``."""
-    names = [methods] if isinstance(methods, str) else list(methods)
-    if not names:
-        raise ConfigError("no method given; choose one or more of: " + ", ".join(method_names()))
-    specs = _resolve(names, overrides)
-    full: dict[str, Any] = {"methods": names}
-    for slot, reg in COMPONENT_SLOTS.items():
-        s = specs[slot]
-        full[slot] = {"name": s["name"], **reg.defaults(s["name"]), **{k: v for k, v in s.items() if k != "name"}}
-    full["objective"] = [
-        {"name": t["name"], **TERMS.defaults(t["name"]), **{k: v for k, v in t.items() if k != "name"}}
-        for t in specs["objective"]
-    ]
-    full["aggregation"] = specs["aggregation"]
-    full["norm_length"] = specs["norm_length"]
-    return full
+    """The fully resolved slot specs (every default filled in) of ``methods`` with ``overrides``, as plain data."""
+    return resolve_spec(methods, overrides).to_dict()
 
 
 def build(methods: Union[str, Sequence[str]], **overrides: Any) -> PolicyObjective:
-    """A ``PolicyObjective`` for one method or a composition, with hyperparameter / slot overrides."""
-    full = resolve(methods, **overrides)
-
-    def make(reg: Registry, spec: Mapping[str, Any]):
-        return reg.build(spec["name"], {k: v for k, v in spec.items() if k != "name"})
-
-    return PolicyObjective(
-        sampling=make(SAMPLINGS, full["sampling"]),
-        advantage=make(ADVANTAGES, full["advantage"]),
-        clip=make(CLIPS, full["clip"]),
-        kl=make(KLS, full["kl"]),
-        terms=[make(TERMS, t) for t in full["objective"]],
-        aggregation=full["aggregation"],
-        norm_length=full["norm_length"],
-        methods=full["methods"],
-    )
+    """A ``PolicyObjective`` for one method or a composition, with hyperparameter / slot overrides; each component
+    is constructed once."""
+    return resolve_spec(methods, overrides).build()
 
 
 def markdown_table(names: Optional[Iterable[str]] = None) -> str:
@@ -272,5 +371,5 @@ def _short(v: Any) -> str:
     return str(v)
 
 
-__all__ = ["Method", "METHODS", "SLOTS", "build", "resolve", "get_method", "method_names", "register_method",
-           "markdown_table"]
+__all__ = ["ComponentSpec", "Method", "METHODS", "ObjectiveSpec", "SLOTS", "build", "canonical_overrides", "resolve",
+           "resolve_spec", "get_method", "method_names", "register_method", "markdown_table"]

@@ -45,10 +45,8 @@ def _train(args: argparse.Namespace) -> int:
         if args.print_config:
             import yaml
 
-            from .. import methods
-
             print(config.to_yaml(), end="")
-            resolved = methods.resolve(config.algorithm.method, **config.algorithm.overrides)
+            resolved = config.algorithm.spec().to_dict()
             print("# the algorithm, resolved to its knob components (every default filled in):")
             for line in yaml.safe_dump(resolved, sort_keys=False).splitlines():
                 print(f"#   {line}")

@@ -11,16 +11,20 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 import yaml
 
-from ..env.tasks import TASKS
+from .. import methods
+from ..env.reward_sources import REWARD_SOURCES
+from ..env.tasks import DEFAULT_MAX_NEW_TOKENS, TASKS, build_task_from_settings
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..objective import PolicyObjective
 
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 LR_SCHEDULES = ("constant", "linear", "cosine")
-REWARD_SOURCES = ("verifier", "majority_vote")  # label-free sources: train/extras_advantage.py
 
 
 @dataclass
@@ -70,16 +74,25 @@ class DataConfig:
     reward_fn: Optional[str] = None
     """User reward function ``module:function`` with signature fn(completion, example) -> float."""
     reward_source: str = "verifier"
-    """``verifier`` (the task's checker or reward_fn) or ``majority_vote``: label-free TTRL-style pseudo-labels, 1 when
-    a response's \\boxed{} answer is equivalent (math-verify) to its group's most frequent answer, else 0; works with
-    any method (the verifier still gives reward/accuracy)."""
+    """``verifier`` (the task's checker or reward_fn), or a label-free source: ``majority_vote`` (TTRL pseudo-labels,
+    1 when a response's \\boxed{} answer is equivalent to its group's most frequent answer, else 0) or ``evol_rl``
+    (majority selects, novelty varies); works with any method (the verifier still gives reward/accuracy). See
+    env/reward_sources.py."""
+
+    TASK_SETTINGS = ("difficulty", "path", "prompt_key", "answer_key")
 
     def validate(self) -> None:
         _choice("data.task", self.task, TASKS.names())
         if self.task == "file" and not self.path:
             raise ConfigError("data.path is required with data.task=file (a JSONL/Parquet/CSV file or a datasets dir)")
         _min("data.heldout_size", self.heldout_size, 0)
-        _choice("data.reward_source", self.reward_source, REWARD_SOURCES)
+        _choice("data.reward_source", self.reward_source, REWARD_SOURCES.names())
+
+    def build_task(self, seed: int):
+        """The task, from ``data.task`` and its settings (a setting the task does not take is an error)."""
+        defaults = DataConfig()
+        return build_task_from_settings(self.task, {"seed": seed, **{k: getattr(self, k) for k in self.TASK_SETTINGS}},
+                                        {k: getattr(defaults, k) for k in self.TASK_SETTINGS})
 
 
 @dataclass
@@ -92,6 +105,10 @@ class RolloutConfig:
     """Nucleus sampling threshold."""
     max_new_tokens: Optional[int] = None
     """Response length cap (None = the task's calibrated default)."""
+
+    def budget(self) -> int:
+        """The response length cap in effect."""
+        return self.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
 
     def validate(self) -> None:
         _min("rollout.n", self.n, 1)
@@ -108,12 +125,27 @@ class AlgorithmConfig:
     method: Union[str, list[str]] = "grpo"
     """A catalog method or a list of methods touching different knobs (see ``entrolab methods``)."""
     overrides: dict[str, Any] = field(default_factory=dict)
-    """Hyperparameter / slot overrides, e.g. {clip.ratio: 1e-3} or {kl: ref_kl}."""
+    """Hyperparameter / slot overrides, nested by slot: {clip: {ratio: 1e-3}} (command line
+    algorithm.overrides.clip.ratio=1e-3), or a slot's component: {kl: ref_kl}."""
 
-    def validate(self) -> None:
-        from .. import methods
+    def validate(self, generation_budget: Optional[int] = None) -> None:
+        """Resolve the objective once (every value checked by building each component once); :meth:`objective`
+        hands those components out. Validating an unchanged section again reuses the resolution."""
+        key = (repr(self.method), repr(self.overrides), generation_budget)
+        if getattr(self, "_spec", None) is not None and getattr(self, "_key", None) == key:
+            return
+        self._spec = methods.resolve_spec(self.method, self.overrides, generation_budget=generation_budget,
+                                          key_prefix="algorithm.overrides.")
+        self._key = key
 
-        methods.resolve(self.method, **self.overrides)
+    def spec(self) -> "methods.ObjectiveSpec":
+        if getattr(self, "_spec", None) is None:
+            self.validate()
+        return self._spec
+
+    def objective(self) -> "PolicyObjective":
+        """The objective of this config (its components were built once, at validation)."""
+        return self.spec().build()
 
 
 @dataclass
@@ -236,11 +268,21 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if dataclasses.is_dataclass(v):
+            if dataclasses.is_dataclass(v) and f.name != "algorithm":
                 v.validate()
+        self.algorithm.validate(generation_budget=self.rollout.budget())
         if self.eval.every and self.eval.size > self.data.heldout_size:
             raise ConfigError(f"eval.size ({self.eval.size}) must be <= data.heldout_size ({self.data.heldout_size})")
+        needed = self.algorithm.spec().reward_source
+        if needed is not None and self.data.reward_source not in ("verifier", needed):
+            raise ConfigError(f"data.reward_source={self.data.reward_source} conflicts with "
+                              f"{'+'.join(self.algorithm.spec().methods)}, which needs the {needed} reward source; "
+                              "drop data.reward_source")
         return self
+
+    def reward_source(self) -> str:
+        """The reward source of the run: the method's own if it names one, else ``data.reward_source``."""
+        return self.algorithm.spec().reward_source or self.data.reward_source
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -328,7 +370,8 @@ def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["optim.lr=1e-5", "algorithm.method=[dr_grpo, kl_cov]"]`` → nested dict (values parsed as YAML)."""
+    """``["optim.lr=1e-5", "algorithm.method=[dr_grpo, kl_cov]"]`` → nested dict (values parsed as YAML);
+    ``algorithm.overrides.clip.ratio=1e-3`` nests like every other key (the canonical override form)."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
@@ -342,8 +385,6 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             value = float(raw)
         node = out
         parts = key.strip().split(".")
-        if parts[0] == "algorithm" and len(parts) > 2 and parts[1] == "overrides":
-            parts = ["algorithm", "overrides", ".".join(parts[2:])]
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):

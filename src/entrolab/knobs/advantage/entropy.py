@@ -3,8 +3,8 @@
 Each component maps a ``RolloutBatch`` to advantages (B, T), like the baselines in ``advantage.py``, and registers
 in the same ``ADVANTAGES`` registry. Entropies are the rollout policy's full-vocabulary token entropies at the
 sampling temperature (``batch.old_entropy``), so every estimator runs once per rollout batch with no gradient.
-What a component needs beyond the batch fields comes from engine extras (``engine_extras``; providers in
-``train/extras_advantage.py``):
+What a component needs beyond the batch fields it computes itself in ``rollout_extras`` from engine primitives
+(``knobs/extras.py``: texts, the tokenizer, the rollout policy's logits):
 
 - ``answer_cluster`` (B,) int: the response's final-answer cluster within its group (``equivalence.cluster_answers``),
   −1 when it has no answer (EMPO, SEED-GRPO);
@@ -30,8 +30,15 @@ import torch
 
 from ...batch import BatchError, RolloutBatch
 from ...env.equivalence import MODES as _EQUIVALENCE_MODES
+from ...env.reward_sources import answer_clusters
 from ...errors import ConfigError
 from ...registry import check_range
+from ..extras import (
+    RolloutContext,
+    certainty_and_sampled_logit,
+    phase_ids,
+    step_ids,
+)
 from .base import ADVANTAGES, AdvantageEstimator, broadcast_to_tokens, group_statistics
 
 EQUIVALENCE_MODES = tuple(m for m in _EQUIVALENCE_MODES if m != "judge")  # a judge is a callable, not a config value
@@ -190,7 +197,8 @@ class EMPOAdvantage(AdvantageEstimator):
     0 disables it (the TRL version). Minimising H_sem concentrates the answer distribution.
     """
 
-    engine_extras = frozenset({"answer_cluster"})
+    extras = frozenset({'answer_cluster'})
+    engine_primitives = frozenset({'texts'})
     eps: float = 1e-4
     min_confidence: float = 0.0
     equivalence: str = "math"
@@ -207,6 +215,11 @@ class EMPOAdvantage(AdvantageEstimator):
         _, _, count = group_statistics(batch.rewards, batch.group_ids)
         gate = (h_sem < torch.log(count) - 1e-9) & (p_max >= self.min_confidence)
         return torch.where(gate & (cluster >= 0), p_own, torch.zeros_like(p_own))
+
+    def rollout_extras(self, ctx: RolloutContext) -> dict[str, torch.Tensor]:
+        """``answer_cluster`` (B,): each response's final-answer cluster within its group (``equivalence``), −1 for
+        no answer."""
+        return {"answer_cluster": answer_clusters(ctx.answers(), ctx.batch.group_ids, self.equivalence)}
 
     def compute(self, batch: RolloutBatch) -> torch.Tensor:
         r = self.rewards(batch)
@@ -273,7 +286,8 @@ class PEARAdvantage(AdvantageEstimator):
     Lower thinking entropy earns a higher reward: the thinking phase sharpens, and shortens.
     """
 
-    engine_extras = frozenset({"phase", "correct"})
+    extras = frozenset({'phase', 'correct'})
+    engine_primitives = frozenset({'texts', 'tokenizer'})
     requires = frozenset({"old_entropy"})
     alpha: float = 1.0
     s: float = 1.0
@@ -299,6 +313,13 @@ class PEARAdvantage(AdvantageEstimator):
         correct = _need_extra(batch, "correct", self.name).float() > 0.5
         shaped = (self.s - self.penalty(batch)).clamp(max=1.0)
         return torch.where(correct, shaped, batch.rewards.float())
+
+    def rollout_extras(self, ctx: RolloutContext) -> dict[str, torch.Tensor]:
+        """``phase`` (B, T): thinking/answer phases split at ``phase_marker``; ``correct`` (B,) 0/1."""
+        b = ctx.batch
+        tok = ctx.require_tokenizer("pear")
+        return {"correct": ctx.correct_tensor(),
+                "phase": phase_ids(tok, b.response_ids, b.mask, self.phase_marker.split("|"))}
 
     def compute(self, batch: RolloutBatch) -> torch.Tensor:
         return broadcast_to_tokens(grpo_advantage(self.rewards(batch), batch.group_ids, self.eps), batch.mask)
@@ -358,7 +379,8 @@ class EMPGAdvantage(AdvantageEstimator):
     bonus. k, k′ and ζ were not found: k = k′ = 1, ζ = 0.05 are our choices.
     """
 
-    engine_extras = frozenset({"step_id"})
+    extras = frozenset({'step_id'})
+    engine_primitives = frozenset({'tokenizer'})
     requires = frozenset({"old_entropy"})
     k: float = 1.0
     k_next: float = 1.0
@@ -371,6 +393,11 @@ class EMPGAdvantage(AdvantageEstimator):
             check_range("empg", name, getattr(self, name), lo=0.0)
         if not self.step_delimiter:
             raise ConfigError("empg.step_delimiter must be a non-empty string")
+
+    def rollout_extras(self, ctx: RolloutContext) -> dict[str, torch.Tensor]:
+        """``step_id`` (B, T): the steps of each response, split after each ``step_delimiter``."""
+        b = ctx.batch
+        return {"step_id": step_ids(ctx.require_tokenizer(self.name), b.response_ids, b.mask, self.step_delimiter)}
 
     def compute(self, batch: RolloutBatch) -> torch.Tensor:
         H = _need_entropy(batch, self.name)
@@ -463,7 +490,8 @@ class SEEDGRPOAdvantage(AdvantageEstimator):
     Prompts the model is semantically unsure of get more conservative updates, confident ones aggressive updates.
     """
 
-    engine_extras = frozenset({"answer_cluster"})
+    extras = frozenset({'answer_cluster'})
+    engine_primitives = frozenset({'texts'})
     alpha: float = 0.0417
     form: str = "reciprocal"
     equivalence: str = "math"
@@ -485,6 +513,11 @@ class SEEDGRPOAdvantage(AdvantageEstimator):
         if self.form == "linear":
             return (1.0 - x).clamp(min=0.0)
         return torch.exp(-x)
+
+    def rollout_extras(self, ctx: RolloutContext) -> dict[str, torch.Tensor]:
+        """``answer_cluster`` (B,): each response's final-answer cluster within its group (``equivalence``), −1 for
+        no answer."""
+        return {"answer_cluster": answer_clusters(ctx.answers(), ctx.batch.group_ids, self.equivalence)}
 
     def compute(self, batch: RolloutBatch) -> torch.Tensor:
         mean, _, count = group_statistics(batch.rewards, batch.group_ids)
@@ -522,12 +555,6 @@ class EDGEGRPOAdvantage(AdvantageEstimator):
 
 
 # ============================================================================================ 2.10 UCAS
-def self_certainty_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Token self-certainty c = logsumexp(z) − mean_v z_v = KL(U‖π) + log|V| (UCAS, 2510.10649), (..., V) → (...)."""
-    z = logits.float()
-    return torch.logsumexp(z, -1) - z.mean(-1)
-
-
 @ADVANTAGES.register("ucas")
 @dataclass
 class UCASAdvantage(AdvantageEstimator):
@@ -545,7 +572,8 @@ class UCASAdvantage(AdvantageEstimator):
     b₊ = 0.25, b₋ = 0.35, λ = 0.05.
     """
 
-    engine_extras = frozenset({"self_certainty", "sampled_logit"})
+    extras = frozenset({'self_certainty', 'sampled_logit'})
+    engine_primitives = frozenset({'rollout_logits'})
     b_pos: float = 0.25
     b_neg: float = 0.35
     lam: float = 0.05
@@ -554,6 +582,11 @@ class UCASAdvantage(AdvantageEstimator):
     def __post_init__(self) -> None:
         for name in ("b_pos", "b_neg", "lam", "eps"):
             check_range("ucas", name, getattr(self, name), lo=0.0)
+
+    def rollout_extras(self, ctx: RolloutContext) -> dict[str, torch.Tensor]:
+        """``self_certainty`` and ``sampled_logit`` (B, T) from the rollout policy's temperature-scaled logits."""
+        cert, logit = certainty_and_sampled_logit(ctx)
+        return {"self_certainty": cert, "sampled_logit": logit}
 
     def compute(self, batch: RolloutBatch) -> torch.Tensor:
         mask = batch.mask
@@ -594,7 +627,8 @@ class ACPOAdvantage(AdvantageEstimator):
     segmentation.
     """
 
-    engine_extras = frozenset({"step_id"})
+    extras = frozenset({'step_id'})
+    engine_primitives = frozenset({'tokenizer'})
     requires = frozenset({"old_entropy"})
     beta: float = 0.5
     eps: float = 1e-6
@@ -622,6 +656,11 @@ class ACPOAdvantage(AdvantageEstimator):
         share = torch.where(total[rows] > 0, a / total[rows].clamp(min=1e-30), 1.0 / K[rows])
         w = ((1.0 - self.beta) + self.beta * K[rows] * share).float()
         return torch.where(flat >= 0, w[flat.clamp(min=0)], torch.zeros_like(batch.mask))
+
+    def rollout_extras(self, ctx: RolloutContext) -> dict[str, torch.Tensor]:
+        """``step_id`` (B, T): the steps of each response, split after each ``step_delimiter``."""
+        b = ctx.batch
+        return {"step_id": step_ids(ctx.require_tokenizer(self.name), b.response_ids, b.mask, self.step_delimiter)}
 
     def compute(self, batch: RolloutBatch) -> torch.Tensor:
         A = grpo_advantage(batch.rewards, batch.group_ids, self.eps)
@@ -762,7 +801,8 @@ class AdaThinkMedAdvantage(AdvantageEstimator):
     The paper starts from a GRPO checkpoint (two stages); that schedule is the user's.
     """
 
-    engine_extras = frozenset({"correct"})
+    extras = frozenset({'correct'})
+    engine_primitives = frozenset({'texts'})
     requires = frozenset({"old_entropy"})
     top_frac: float = 0.2
     alpha: float = 0.5
@@ -812,6 +852,10 @@ class AdaThinkMedAdvantage(AdvantageEstimator):
                              torch.where(~correct & ~easy, (rho - 1.0).clamp(max=1.0), torch.zeros_like(rho)))
         rep = -self.rep_penalty * repeated_ngrams(batch.response_ids, mask, self.rep_ngram)
         return length + rep
+
+    def rollout_extras(self, ctx: RolloutContext) -> dict[str, torch.Tensor]:
+        """``correct`` (B,) 0/1: the reward source's verdict."""
+        return {"correct": ctx.correct_tensor()}
 
     def compute(self, batch: RolloutBatch) -> torch.Tensor:
         r = batch.rewards.float() + self.length_weight * self.length_scores(batch)
@@ -877,7 +921,8 @@ class LESSAdvantage(AdvantageEstimator):
     errors suppressed, shared ones neutralised.
     """
 
-    engine_extras = frozenset({"correct"})
+    extras = frozenset({'correct'})
+    engine_primitives = frozenset({'texts'})
     requires = frozenset({"old_entropy"})
     quantile: float = 0.8
     min_len: int = 5
@@ -921,6 +966,10 @@ class LESSAdvantage(AdvantageEstimator):
                         row[s:e] = row[s:e].clamp(min=k_w / n_w)
                 w[i, mask[i] > 0] = row
         return w
+
+    def rollout_extras(self, ctx: RolloutContext) -> dict[str, torch.Tensor]:
+        """``correct`` (B,) 0/1: the reward source's verdict."""
+        return {"correct": ctx.correct_tensor()}
 
     def compute(self, batch: RolloutBatch) -> torch.Tensor:
         A = grpo_advantage(batch.rewards, batch.group_ids, self.eps)

@@ -8,14 +8,18 @@ for overflow safety, as verl does):
 - PPO (Schulman et al. 1707.06347): ℓ = max(−A·r, −A·clip(r, 1−ε_low, 1+ε_high))
 - dual clip (Ye et al. 1912.09729): for A < 0, ℓ = min(ℓ_PPO, −c·A)
 
+Every rule is an instance of one template (:class:`ClipRule`): a rule states its trust region (bounds, and
+optionally a replacement ratio, a token weight, tokens to drop or to freeze) and the template does the rest.
+
 Metrics: ``clip/frac_low`` (A<0 and r<1−ε_low: gradient cut), ``clip/frac_high`` (A>0 and r>1+ε_high),
 ``clip/frac_dual`` (dual clip active), ``clip/frac_cov`` (Clip-Cov detached), ``ratio/mean``, ``ratio/max``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional, Union
 
 import torch
 
@@ -55,15 +59,6 @@ def ppo_token_loss(
     return loss, masks
 
 
-class ClipRule(Component):
-    """Base: ``pg_loss(batch) -> (loss (B, T), metrics)``; ``batch`` carries logprobs, old_logprobs, advantages."""
-
-    requires = frozenset({"logprobs", "advantages"})
-
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError
-
-
 def _frac(m: torch.Tensor, mask: torch.Tensor) -> float:
     return float(masked_mean(m.float(), mask))
 
@@ -78,26 +73,108 @@ def _ratio_metrics(ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
 
 
 @dataclass
+class TrustRegion:
+    """What a clip rule decides for one loss call (:meth:`ClipRule.trust_region`): the PPO bounds ε_low, ε_high (floats
+    or (B, T) tensors; ``math.inf`` leaves a side open; both None: no clipping at all, ℓ = −A·r), and optionally a
+    ratio that replaces the token importance ratio (ESPO's grouped ratio), a per-token loss weight, and the rule's own
+    metrics."""
+
+    eps_low: Union[float, torch.Tensor, None]
+    eps_high: Union[float, torch.Tensor, None]
+    ratio: Optional[torch.Tensor] = None
+    weight: Optional[torch.Tensor] = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def clips(self) -> bool:
+        return self.eps_low is not None or self.eps_high is not None
+
+
+class ClipRule(Component):
+    """The clip-rule template. ``pg_loss(batch) -> (loss (B, T), metrics)`` checks the batch, computes the importance
+    ratio once, asks the rule for its trust region, applies the surrogate and the dual clip, then the rule's keep and
+    detach masks and its token weight, and reports the common metrics (``clip/frac_low``, ``clip/frac_high``,
+    ``clip/frac_dual``, ``ratio/mean``, ``ratio/max``) with the rule's own.
+
+    A rule implements :meth:`trust_region` and, where it needs them, :meth:`keep` (tokens outside get loss 0:
+    Clip-Cov), :meth:`detach` (tokens whose loss keeps its value but passes no gradient: ERC) or :meth:`surrogate`
+    (another per-token loss under the same bounds: ASPO, CE-GPPO). The standard fields ``eps_low`` ∈ [0, 1],
+    ``eps_high`` ≥ 0 (None = open) and ``dual_clip`` > 1 (None = off) are validated here, once, for every rule that
+    has them; a rule with more checks calls ``super().__post_init__()`` first.
+    """
+
+    requires = frozenset({"logprobs", "advantages"})
+    keep_metric: ClassVar[str] = "dropped"
+    """Suffix of the metric ``clip/frac_<keep_metric>``: the share of valid tokens :meth:`keep` drops."""
+    detach_metric: ClassVar[str] = "detached"
+    """Suffix of the metric ``clip/frac_<detach_metric>``: the share of valid tokens :meth:`detach` freezes."""
+
+    def __post_init__(self) -> None:
+        if getattr(self, "eps_low", None) is not None:
+            check_range(self.name, "eps_low", self.eps_low, lo=0.0, hi=1.0)
+        if getattr(self, "eps_high", None) is not None:
+            check_range(self.name, "eps_high", self.eps_high, lo=0.0)
+        if getattr(self, "dual_clip", None) is not None:
+            check_range(self.name, "dual_clip", self.dual_clip, lo=1.0, lo_open=True)
+
+    # ----------------------------------------------------------------------------------------- what a rule decides
+    def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
+        raise NotImplementedError
+
+    def keep(self, batch: RolloutBatch, ratio: torch.Tensor, clipped: dict[str, torch.Tensor]
+             ) -> Optional[torch.Tensor]:
+        """Bool (B, T) of the tokens that keep their loss (the others contribute 0), or None for all."""
+        return None
+
+    def detach(self, batch: RolloutBatch, ratio: torch.Tensor, clipped: dict[str, torch.Tensor]
+               ) -> Optional[torch.Tensor]:
+        """Bool (B, T) of the tokens whose loss passes no gradient (its value kept), or None for none."""
+        return None
+
+    def surrogate(self, ratio: torch.Tensor, adv: torch.Tensor, trust: TrustRegion
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-token loss and clip masks for ``ratio`` and ``adv`` under ``trust``: PPO's clipped surrogate with the
+        rule's dual clip, or −A·r when the region has no bounds. Other knobs compose it (SimKO)."""
+        if not trust.clips:
+            return -adv * ratio, {}
+        eps_low = 1.0 if trust.eps_low is None else trust.eps_low
+        eps_high = math.inf if trust.eps_high is None else trust.eps_high
+        return ppo_token_loss(ratio, adv, eps_low, eps_high, getattr(self, "dual_clip", None))
+
+    # ----------------------------------------------------------------------------------------- the template
+    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        batch.require(*sorted(self.requires), who=f"clip rule {self.name!r}")
+        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
+        trust = self.trust_region(batch, ratio)
+        if trust.ratio is not None:
+            ratio = trust.ratio
+        loss, masks = self.surrogate(ratio, batch.advantages, trust)
+        metrics = {f"clip/frac_{k}": _frac(v, batch.mask) for k, v in masks.items()}
+        keep = self.keep(batch, ratio, masks)
+        if keep is not None:
+            loss = torch.where(keep, loss, torch.zeros_like(loss))
+            metrics[f"clip/frac_{self.keep_metric}"] = _frac(~keep, batch.mask)
+        frozen = self.detach(batch, ratio, masks)
+        if frozen is not None:
+            loss = torch.where(frozen, loss.detach(), loss)
+            metrics[f"clip/frac_{self.detach_metric}"] = _frac(frozen, batch.mask)
+        if trust.weight is not None:
+            loss = loss * trust.weight
+        metrics.update(_ratio_metrics(ratio, batch.mask))
+        metrics.update(trust.metrics)
+        return loss, metrics
+
+
+@dataclass
 class _PPOFamily(ClipRule):
-    """Shared body of the PPO-style rules; subclasses only set their defaults."""
+    """Shared body of the PPO-style rules (fixed bounds); subclasses only set their defaults."""
 
     eps_low: float = 0.2
     eps_high: float = 0.2
     dual_clip: Optional[float] = None
 
-    def __post_init__(self) -> None:
-        check_range(self.name, "eps_low", self.eps_low, lo=0.0, hi=1.0)
-        check_range(self.name, "eps_high", self.eps_high, lo=0.0)
-        if self.dual_clip is not None:
-            check_range(self.name, "dual_clip", self.dual_clip, lo=1.0, lo_open=True)
-
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", who=f"clip rule {self.name!r}")
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
-        loss, masks = ppo_token_loss(ratio, batch.advantages, self.eps_low, self.eps_high, self.dual_clip)
-        metrics = {f"clip/frac_{k}": _frac(v, batch.mask) for k, v in masks.items()}
-        metrics.update(_ratio_metrics(ratio, batch.mask))
-        return loss, metrics
+    def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
+        return TrustRegion(self.eps_low, self.eps_high)
 
 
 @CLIPS.register("ppo")
@@ -135,7 +212,5 @@ class DualClip(_PPOFamily):
 class NoClip(ClipRule):
     """Unclipped importance-sampled policy gradient: ℓ = −A·r (KL-Cov's surrogate, 2505.22617 Eq. 14)."""
 
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", who="clip rule 'none'")
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
-        return -batch.advantages * ratio, _ratio_metrics(ratio, batch.mask)
+    def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
+        return TrustRegion(None, None)

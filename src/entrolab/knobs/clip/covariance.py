@@ -16,10 +16,7 @@ from .base import (
     CLIPS,
     SCOPES,
     ClipRule,
-    _frac,
-    _ratio_metrics,
-    importance_ratio,
-    ppo_token_loss,
+    TrustRegion,
 )
 
 
@@ -61,6 +58,7 @@ class ClipCov(ClipRule):
     the ratio).
     """
 
+    keep_metric = "cov"
     ratio: float = 2e-4
     cov_lb: float = 1.0
     cov_ub: float = 5.0
@@ -71,11 +69,10 @@ class ClipCov(ClipRule):
     _gen: torch.Generator = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_range("clip_cov", "ratio", self.ratio, lo=0.0, hi=1.0, lo_open=True)
         if not self.cov_lb < self.cov_ub:
             raise ConfigError(f"clip_cov.cov_lb ({self.cov_lb}) must be < clip_cov.cov_ub ({self.cov_ub})")
-        check_range("clip_cov", "eps_low", self.eps_low, lo=0.0, hi=1.0)
-        check_range("clip_cov", "eps_high", self.eps_high, lo=0.0)
         _check_scope("clip_cov", self.scope)
         self._gen = torch.Generator().manual_seed(self.seed)
 
@@ -91,24 +88,21 @@ class ClipCov(ClipRule):
         chosen = self.select(cov, batch.mask > 0, batch.num_tokens)
         return batch.replace(extras={**batch.extras, "clip_cov_detach": chosen})
 
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", who="clip rule 'clip_cov'")
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
-        loss, masks = ppo_token_loss(ratio, batch.advantages, self.eps_low, self.eps_high)
+    def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
+        return TrustRegion(self.eps_low, self.eps_high)
+
+    def keep(self, batch: RolloutBatch, ratio: torch.Tensor, clipped: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Every token but the chosen high-covariance ones (chosen among those the PPO clip leaves alone)."""
         valid = batch.mask > 0
         if self.scope == "micro":
             cov = centered_covariance(batch.logprobs, batch.advantages, batch.mask)
-            eligible = valid & ~masks["low"] & ~masks["high"]
+            eligible = valid & ~clipped["low"] & ~clipped["high"]
             chosen = self.select(cov, eligible, int(valid.sum()))
         else:
             if "clip_cov_detach" not in batch.extras:
                 raise ConfigError("clip_cov with scope='batch' needs PolicyObjective.prepare() on the rollout batch")
             chosen = batch.extras["clip_cov_detach"].bool() & valid
-        loss = torch.where(chosen, torch.zeros_like(loss), loss)
-        metrics = {f"clip/frac_{k}": _frac(v, batch.mask) for k, v in masks.items()}
-        metrics["clip/frac_cov"] = _frac(chosen, batch.mask)
-        metrics.update(_ratio_metrics(ratio, batch.mask))
-        return loss, metrics
+        return ~chosen
 
     def state_dict(self) -> dict[str, Any]:
         return _generator_state(self._gen)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Optional
 
 import torch
 
@@ -24,22 +24,14 @@ from ..token_select import (
 from .base import (
     CLIPS,
     ClipRule,
+    TrustRegion,
     _frac,
-    _ratio_metrics,
-    importance_ratio,
-    ppo_token_loss,
 )
 
 
 # =============================================================================================================
 # Method catalog II (issue 7): entropy-aware clip rules. Shared helpers first, then one rule per paper.
 # =============================================================================================================
-def _clip_metrics(masks: Mapping[str, torch.Tensor], ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    out = {f"clip/frac_{k}": _frac(v, mask) for k, v in masks.items()}
-    out.update(_ratio_metrics(ratio, mask))
-    return out
-
-
 def _grad_through(ratio: torch.Tensor) -> torch.Tensor:
     """r / sg(r): value 1, gradient ∇ log π — the carrier of a gradient whose weight is chosen separately."""
     return ratio / ratio.detach()
@@ -65,19 +57,8 @@ class ClipLowHigh(ClipRule):
     eps_high: Optional[float] = None
     dual_clip: Optional[float] = None
 
-    def __post_init__(self) -> None:
-        check_range("clip_low_high", "eps_low", self.eps_low, lo=0.0, hi=1.0)
-        if self.eps_high is not None:
-            check_range("clip_low_high", "eps_high", self.eps_high, lo=0.0)
-        if self.dual_clip is not None:
-            check_range("clip_low_high", "dual_clip", self.dual_clip, lo=1.0, lo_open=True)
-
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", who="clip rule 'clip_low_high'")
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
-        eps_high = float("inf") if self.eps_high is None else self.eps_high
-        loss, masks = ppo_token_loss(ratio, batch.advantages, self.eps_low, eps_high, self.dual_clip)
-        return loss, _clip_metrics(masks, ratio, batch.mask)
+    def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
+        return TrustRegion(self.eps_low, self.eps_high)
 
 
 # ------------------------------------------------------------------------------------------- EAG-RL
@@ -103,7 +84,7 @@ class EntropyAdaptiveClipHigh(ClipRule):
     scope: str = "batch"
 
     def __post_init__(self) -> None:
-        check_range("eag_rl", "eps_low", self.eps_low, lo=0.0, hi=1.0)
+        super().__post_init__()
         check_range("eag_rl", "eps_high_min", self.eps_high_min, lo=0.0)
         if self.eps_high_max < self.eps_high_min:
             raise ConfigError(f"eag_rl.eps_high_max ({self.eps_high_max}) must be ≥ eps_high_min ({self.eps_high_min})")
@@ -132,17 +113,13 @@ class EntropyAdaptiveClipHigh(ClipRule):
     def prepare(self, batch: RolloutBatch) -> RolloutBatch:
         return batch.replace(extras={**batch.extras, "eag_eps_high": self.upper_widths(batch)})
 
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", who="clip rule 'eag_rl'")
+    def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
         eps_high = batch.extras.get("eag_eps_high")
         if eps_high is None:
             eps_high = self.upper_widths(batch)
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
         eps_high_t = eps_high.float()[:, None].expand_as(ratio)
-        loss, masks = ppo_token_loss(ratio, batch.advantages, torch.full_like(eps_high_t, self.eps_low), eps_high_t)
-        metrics = _clip_metrics(masks, ratio, batch.mask)
-        metrics["clip/eps_high_mean"] = float(eps_high.float().mean())
-        return loss, metrics
+        return TrustRegion(torch.full_like(eps_high_t, self.eps_low), eps_high_t,
+                           metrics={"clip/eps_high_mean": float(eps_high.float().mean())})
 
 
 # ------------------------------------------------------------------------------------------- BAPO
@@ -197,6 +174,7 @@ class BAPOClip(ClipRule):
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_range("bapo", "c_low", self.c_low, lo=0.0, hi=1.0)
         check_range("bapo", "c_low_max", self.c_low_max, lo=self.c_low, hi=1.0)
         check_range("bapo", "c_high", self.c_high, lo=1.0)
@@ -204,8 +182,6 @@ class BAPOClip(ClipRule):
         check_range("bapo", "step_low", self.step_low, lo=0.0)
         check_range("bapo", "step_high", self.step_high, lo=0.0)
         check_range("bapo", "target", self.target, lo=0.0)
-        if self.dual_clip is not None:
-            check_range("bapo", "dual_clip", self.dual_clip, lo=1.0, lo_open=True)
 
     def search(self, ratio: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor) -> tuple[float, float, float]:
         """(c_low, c_high, ρ) after the code's two-stage search."""
@@ -219,14 +195,10 @@ class BAPOClip(ClipRule):
             rho = bapo_balance(ratio, adv, mask, lo, hi, self.eps)
         return lo, hi, rho
 
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", who="clip rule 'bapo'")
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
+    def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
         lo, hi, rho = self.search(ratio, batch.advantages, batch.mask)
-        loss, masks = ppo_token_loss(ratio, batch.advantages, 1.0 - lo, hi - 1.0, self.dual_clip)
-        metrics = _clip_metrics(masks, ratio, batch.mask)
-        metrics.update({"bapo/c_low": lo, "bapo/c_high": hi, "bapo/pos_neg_ratio": min(rho, 1e6)})
-        return loss, metrics
+        return TrustRegion(1.0 - lo, hi - 1.0,
+                           metrics={"bapo/c_low": lo, "bapo/c_high": hi, "bapo/pos_neg_ratio": min(rho, 1e6)})
 
 
 # ------------------------------------------------------------------------------------------- Archer
@@ -251,23 +223,17 @@ class ArcherClip(ClipRule):
     entropy: str = "current"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_quantile("archer", self.quantile)
         check_range("archer", "eps_low_entropy", self.eps_low_entropy, lo=0.0, hi=1.0)
         check_range("archer", "eps_high_entropy", self.eps_high_entropy, lo=0.0, hi=1.0)
-        if self.dual_clip is not None:
-            check_range("archer", "dual_clip", self.dual_clip, lo=1.0, lo_open=True)
         check_entropy_source("archer", self.entropy)
         self.requires = frozenset({"logprobs", "advantages", "entropy" if self.entropy == "current" else "old_entropy"})
 
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", who="clip rule 'archer'")
+    def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
         high = high_entropy_mask(token_entropy(batch, self.entropy, "clip rule 'archer'"), batch.mask, self.quantile)
         eps = torch.where(high, self.eps_high_entropy, self.eps_low_entropy)
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
-        loss, masks = ppo_token_loss(ratio, batch.advantages, eps, eps, self.dual_clip)
-        metrics = _clip_metrics(masks, ratio, batch.mask)
-        metrics["entropy/high_token_frac"] = _frac(high, batch.mask)
-        return loss, metrics
+        return TrustRegion(eps, eps, metrics={"entropy/high_token_frac": _frac(high, batch.mask)})
 
 
 # ------------------------------------------------------------------------------------------- DCPO
@@ -300,20 +266,12 @@ class DCPOClip(ClipRule):
     dual_clip: Optional[float] = 3.0
 
     def __post_init__(self) -> None:
-        check_range("dcpo", "eps_low", self.eps_low, lo=0.0)
-        check_range("dcpo", "eps_high", self.eps_high, lo=0.0)
+        super().__post_init__()
         check_range("dcpo", "max_ratio", self.max_ratio, lo=1.0)
-        if self.dual_clip is not None:
-            check_range("dcpo", "dual_clip", self.dual_clip, lo=1.0, lo_open=True)
 
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", who="clip rule 'dcpo'")
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
+    def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
         low, high = dcpo_bounds(batch.old_logprobs, self.eps_low, self.eps_high, self.max_ratio)
-        loss, masks = ppo_token_loss(ratio, batch.advantages, 1.0 - low, high - 1.0, self.dual_clip)
-        metrics = _clip_metrics(masks, ratio, batch.mask)
-        metrics["clip/bound_high_mean"] = float(masked_mean(high, batch.mask))
-        return loss, metrics
+        return TrustRegion(1.0 - low, high - 1.0, metrics={"clip/bound_high_mean": float(masked_mean(high, batch.mask))})
 
 
 # ------------------------------------------------------------------------------------------- ASPO
@@ -341,19 +299,22 @@ class ASPOClip(ClipRule):
     entropy: str = "current"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_quantile("aspo", self.quantile)
         check_range("aspo", "eps_low_entropy", self.eps_low_entropy, lo=0.0, hi=1.0)
         check_range("aspo", "eps_high_entropy", self.eps_high_entropy, lo=0.0, hi=1.0)
-        check_range("aspo", "dual_clip", self.dual_clip, lo=1.0, lo_open=True)
         check_entropy_source("aspo", self.entropy)
         self.requires = frozenset({"logprobs", "advantages", "entropy" if self.entropy == "current" else "old_entropy"})
 
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", who="clip rule 'aspo'")
+    def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
         high = high_entropy_mask(token_entropy(batch, self.entropy, "clip rule 'aspo'"), batch.mask, self.quantile)
         eps = torch.where(high, self.eps_high_entropy, self.eps_low_entropy)
-        adv = batch.advantages
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
+        return TrustRegion(eps, eps, metrics={"entropy/high_token_frac": _frac(high, batch.mask)})
+
+    def surrogate(self, ratio: torch.Tensor, adv: torch.Tensor, trust: TrustRegion
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The asymmetric loss of the class docstring (flipped ratio for A > 0, soft dual clips on both signs)."""
+        eps = trust.eps_low
         c = self.dual_clip
         capped = -adv * c * _grad_through(ratio)
         # A < 0: standard lower clip, soft dual clip above c
@@ -372,9 +333,7 @@ class ASPOClip(ClipRule):
             "dual": dual_neg,
             "dual_pos": dual_pos,
         }
-        metrics = _clip_metrics(masks, ratio, batch.mask)
-        metrics["entropy/high_token_frac"] = _frac(high, batch.mask)
-        return loss, metrics
+        return loss, masks
 
 
 # ------------------------------------------------------------------------------------------- CE-GPPO
@@ -400,30 +359,29 @@ class CEGPPOClip(ClipRule):
     dual_clip: Optional[float] = 10.0
 
     def __post_init__(self) -> None:
-        check_range("ce_gppo", "eps_low", self.eps_low, lo=0.0, hi=1.0)
-        check_range("ce_gppo", "eps_high", self.eps_high, lo=0.0)
+        super().__post_init__()
         check_range("ce_gppo", "beta_low", self.beta_low, lo=0.0)
         check_range("ce_gppo", "beta_high", self.beta_high, lo=0.0)
-        if self.dual_clip is not None:
-            check_range("ce_gppo", "dual_clip", self.dual_clip, lo=1.0, lo_open=True)
 
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", who="clip rule 'ce_gppo'")
-        adv = batch.advantages
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
+    def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
+        return TrustRegion(self.eps_low, self.eps_high)
+
+    def surrogate(self, ratio: torch.Tensor, adv: torch.Tensor, trust: TrustRegion
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Clipped tokens keep a β-scaled, bounded gradient (class docstring); then the dual clip for A < 0."""
         r = ratio.detach()
-        low = (r < 1.0 - self.eps_low) & (adv < 0)
-        high = (r > 1.0 + self.eps_high) & (adv > 0)
+        low = (r < 1.0 - trust.eps_low) & (adv < 0)
+        high = (r > 1.0 + trust.eps_high) & (adv > 0)
         carrier = _grad_through(ratio)
-        loss = torch.where(low, -self.beta_low * (1.0 - self.eps_low) * carrier * adv,
-                           torch.where(high, -self.beta_high * (1.0 + self.eps_high) * carrier * adv, -adv * ratio))
+        loss = torch.where(low, -self.beta_low * (1.0 - trust.eps_low) * carrier * adv,
+                           torch.where(high, -self.beta_high * (1.0 + trust.eps_high) * carrier * adv, -adv * ratio))
         masks = {"low": low, "high": high}
         if self.dual_clip is not None:
             cap = -adv * self.dual_clip
             dual = (adv < 0) & (loss > cap)
             loss = torch.where(dual, cap, loss)
             masks["dual"] = dual
-        return loss, _clip_metrics(masks, ratio, batch.mask)
+        return loss, masks
 
 
 # ------------------------------------------------------------------------------------------- M2PO
@@ -488,15 +446,10 @@ class M2POClip(ClipRule):
             return 1.0, float("inf"), m2, tau
         return max(1.0 - math.exp(-tau), self.min_eps_low), max(math.exp(tau) - 1.0, self.min_eps_high), m2, tau
 
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", who="clip rule 'm2po'")
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
+    def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
         eps_low, eps_high, m2, tau = self.bounds(batch)
-        loss, masks = ppo_token_loss(ratio, batch.advantages, eps_low, eps_high)
-        metrics = _clip_metrics(masks, ratio, batch.mask)
-        metrics.update({"m2po/M2": m2, "m2po/active": float(not math.isinf(tau)),
-                        "m2po/eps_low": eps_low, "m2po/eps_high": min(eps_high, 1e6)})
-        return loss, metrics
+        return TrustRegion(eps_low, eps_high, metrics={"m2po/M2": m2, "m2po/active": float(not math.isinf(tau)),
+                                                       "m2po/eps_low": eps_low, "m2po/eps_high": min(eps_high, 1e6)})
 
 
 # ------------------------------------------------------------------------------------------- ESPO
@@ -529,8 +482,8 @@ class ESPOClip(ClipRule):
         if self.vocab_size < 2:
             raise ConfigError(f"espo.vocab_size = {self.vocab_size!r} is out of range; allowed: [2, inf]")
 
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", "old_entropy", who="clip rule 'espo'")
+    def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
+        """The grouped ratio s_t, the group ranges ε_τ and the group weights (class docstring)."""
         m = batch.mask
         valid = m > 0
         ent = batch.old_entropy.detach().float()
@@ -554,11 +507,7 @@ class ESPOClip(ClipRule):
         else:
             weight = torch.ones_like(weight)
         s = torch.exp(seq_log_r + batch.logprobs - batch.logprobs.detach())
-        loss, masks = ppo_token_loss(s, batch.advantages, eps, eps)
-        loss = loss * weight
-        metrics = _clip_metrics(masks, s, m)
-        metrics["clip/eps_mean"] = float(masked_mean(eps, m))
-        return loss, metrics
+        return TrustRegion(eps, eps, ratio=s, weight=weight, metrics={"clip/eps_mean": float(masked_mean(eps, m))})
 
 
 # ------------------------------------------------------------------------------------------- ERC
@@ -578,6 +527,7 @@ class EntropyRatioClip(ClipRule):
 
     requires = frozenset({"logprobs", "advantages", "entropy", "old_entropy"})
     needs_off_policy = True
+    detach_metric = "entropy_ratio"
     eps_low: float = 0.2
     eps_high: float = 0.28
     dual_clip: Optional[float] = 10.0
@@ -585,21 +535,19 @@ class EntropyRatioClip(ClipRule):
     beta_high: float = 0.05
 
     def __post_init__(self) -> None:
-        check_range("erc", "eps_low", self.eps_low, lo=0.0, hi=1.0)
-        check_range("erc", "eps_high", self.eps_high, lo=0.0)
+        super().__post_init__()
         check_range("erc", "beta_low", self.beta_low, lo=0.0, hi=1.0)
         check_range("erc", "beta_high", self.beta_high, lo=0.0)
-        if self.dual_clip is not None:
-            check_range("erc", "dual_clip", self.dual_clip, lo=1.0, lo_open=True)
 
-    def pg_loss(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        batch.require("logprobs", "advantages", "entropy", "old_entropy", who="clip rule 'erc'")
-        ratio = importance_ratio(batch.logprobs, batch.old_logprobs)
-        loss, masks = ppo_token_loss(ratio, batch.advantages, self.eps_low, self.eps_high, self.dual_clip)
-        rho = (batch.entropy.detach().float() + 1e-8) / (batch.old_entropy.detach().float() + 1e-8)
-        frozen = (rho <= 1.0 - self.beta_low) | (rho >= 1.0 + self.beta_high)
-        loss = torch.where(frozen, loss.detach(), loss)
-        masks["entropy_ratio"] = frozen
-        metrics = _clip_metrics(masks, ratio, batch.mask)
-        metrics["entropy/ratio_mean"] = float(masked_mean(rho, batch.mask))
-        return loss, metrics
+    def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
+        rho = self._entropy_ratio(batch)
+        return TrustRegion(self.eps_low, self.eps_high, metrics={"entropy/ratio_mean": float(masked_mean(rho, batch.mask))})
+
+    def detach(self, batch: RolloutBatch, ratio: torch.Tensor, clipped: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Tokens whose local entropy moved by more than ±β: ρ_t ∉ (1 − β_low, 1 + β_high)."""
+        rho = self._entropy_ratio(batch)
+        return (rho <= 1.0 - self.beta_low) | (rho >= 1.0 + self.beta_high)
+
+    @staticmethod
+    def _entropy_ratio(batch: RolloutBatch) -> torch.Tensor:
+        return (batch.entropy.detach().float() + 1e-8) / (batch.old_entropy.detach().float() + 1e-8)

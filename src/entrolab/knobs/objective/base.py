@@ -13,7 +13,7 @@ reweighting (``steer``, ``simko``, ``pos_adv_reweight``, ``entropic``). Every en
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
@@ -34,6 +34,10 @@ class ObjectiveTerm(Component):
     """
 
     replaces_surrogate: ClassVar[bool] = False
+
+    def attach(self, objective: Any) -> None:
+        """Called once by the ``PolicyObjective`` that holds the term: a term that composes another knob's rule
+        (SimKO uses the clip rule's surrogate) keeps a reference to it here."""
 
     def apply(self, loss: torch.Tensor, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError

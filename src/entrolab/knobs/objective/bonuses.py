@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 import torch
 
@@ -15,6 +15,7 @@ from ...errors import ConfigError
 from ...ops.masked import masked_mean
 from ...registry import check_range
 from ..controllers import EntropyController, TokenMeanMeter, batch_entropy
+from ..extras import ForwardContext, RolloutContext, answer_start_positions
 from .base import TERMS, EntropyBonus, ObjectiveTerm, _require_extra, entropy_with_grad
 
 
@@ -175,8 +176,8 @@ class AEnt(ObjectiveTerm):
     ``batch.entropy`` (no truncation, only the adaptive coefficient).
     """
 
-    engine_extras = frozenset({'clamped_entropy'})
-
+    extras = frozenset({"clamped_entropy"})
+    engine_primitives = frozenset({"policy_logits"})
     clamp_p: float = 0.25
     init: float = 3e-4
     ent_low: float = 0.35
@@ -201,6 +202,10 @@ class AEnt(ObjectiveTerm):
     @property
     def requires(self) -> frozenset[str]:  # type: ignore[override]
         return frozenset({"entropy"}) if self.clamp_p == 0 else frozenset({"logprobs"})
+
+    def forward_extras(self, ctx: ForwardContext) -> dict[str, torch.Tensor]:
+        """``clamped_entropy`` (b, T): H̃ of the current policy's logits, with gradient."""
+        return {"clamped_entropy": clamped_entropy_from_logits(ctx.logits(), self.clamp_p)}
 
     def clamped_entropy(self, batch: RolloutBatch) -> torch.Tensor:
         if self.clamp_p == 0:
@@ -256,8 +261,8 @@ class StageEntropy(ObjectiveTerm):
     (RIF) half of AEPO is not implemented.
     """
 
-    engine_extras = frozenset({'stage'})
-
+    extras = frozenset({"stage"})
+    engine_primitives = frozenset({"tokenizer"})
     requires = frozenset({"entropy"})
     coef_reflection: float = 1e-3
     coef_answer: float = 1e-3
@@ -265,6 +270,12 @@ class StageEntropy(ObjectiveTerm):
     def __post_init__(self) -> None:
         check_range("aepo_stage_entropy", "coef_reflection", self.coef_reflection, lo=0.0)
         check_range("aepo_stage_entropy", "coef_answer", self.coef_answer, lo=0.0)
+
+    def rollout_extras(self, ctx: RolloutContext) -> dict[str, torch.Tensor]:
+        """``stage`` (B, T): reflection before each response's answer marker, answer from it."""
+        b = ctx.batch
+        start = answer_start_positions(ctx.require_tokenizer(self.name), b.response_ids, b.mask)
+        return {"stage": stage_ids_from_answer_start(b.mask, start)}
 
     def apply(self, loss: torch.Tensor, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
         ent = entropy_with_grad(batch, self.name)
@@ -382,77 +393,14 @@ class EPOSmoothing(ObjectiveTerm):
         self._pending = {}
 
 
-# --------------------------------------------------------------------------------------------- EVOL-RL (reward side)
-def evol_rl_rewards(answers: "list[Optional[str]]", texts: "list[str]", group_ids: torch.Tensor, *,
-                    embed: Optional[Any] = None, equivalence: str = "math") -> torch.Tensor:
-    """EVOL-RL's label-free rewards (Zhou et al., 2509.15194; ``reward_manager/semantic_novelty.py``), (B,):
-    "majority selects, novelty varies".
-
-    Per prompt (``group_ids``): the answers are clustered (``entrolab.env.equivalence.cluster_answers``, mode
-    ``equivalence``) and the largest cluster of present answers is the majority (ties: first seen). With s_ij the
-    cosine similarity of the embedded ``texts`` (the response after ``</think>``),
-        ν_i = 1 − [0.5·mean_{j ∈ set(i), j≠i} s_ij + 0.5·max_{j≠i} s_ij],     set(i) = majority or non-majority,
-    min–max normalised within each set to ν̂ ∈ [0, 1] (a set whose ν are all equal gets ½, a singleton 1), and
-        r_i = 0.5 + 0.5·ν̂_i (majority),   r_i = −1 + 0.5·ν̂_i (non-majority),   r_i = −1 (no answer).
-    ``embed``: strings → (n, d) tensor (default: ``equivalence.load_embedder()``, all-MiniLM-L6-v2; the paper uses
-    Qwen3-Embedding-4B served by vLLM).
-    """
-    from ...env.equivalence import cluster_answers, load_embedder
-
-    B = len(answers)
-    if len(texts) != B or group_ids.shape[0] != B:
-        raise ValueError(f"evol_rl_rewards: {B} answers, {len(texts)} texts and {group_ids.shape[0]} group ids")
-    embed = embed if embed is not None else load_embedder()
-    rewards = torch.full((B,), -1.0)
-    for g in torch.unique(group_ids).tolist():
-        idx = [i for i in range(B) if int(group_ids[i]) == g]
-        present = [i for i in idx if answers[i] is not None and str(answers[i]).strip()]
-        if not present:
-            continue
-        ids = cluster_answers([answers[i] for i in present], mode=equivalence)
-        counts: dict[int, int] = {}
-        for c in ids:
-            counts[c] = counts.get(c, 0) + 1
-        top = max(counts.values())
-        major_id = next(c for c in ids if counts[c] == top)
-        in_major = {i: c == major_id for i, c in zip(present, ids)}
-        e = torch.nn.functional.normalize(torch.as_tensor(embed([texts[i] for i in present])).float(), dim=-1)
-        sim = e @ e.T
-        n = len(present)
-        nu = torch.zeros(n)
-        for a in range(n):
-            others = [b for b in range(n) if b != a]
-            same = [b for b in others if in_major[present[b]] == in_major[present[a]]]
-            s_max = float(sim[a, others].max()) if others else 0.0
-            s_mean = float(sim[a, same].mean()) if same else 0.0
-            nu[a] = 1.0 - (0.5 * s_mean + 0.5 * s_max)
-        for major in (True, False):
-            members = [a for a in range(n) if in_major[present[a]] == major]
-            if not members:
-                continue
-            v = nu[members]
-            span = float(v.max() - v.min())
-            hat = torch.ones_like(v) if len(members) == 1 else (
-                torch.full_like(v, 0.5) if span <= 1e-12 else (v - v.min()) / span)
-            base = 0.5 if major else -1.0
-            for a, h in zip(members, hat.tolist()):
-                rewards[present[a]] = base + 0.5 * h
-    return rewards
-
-
 @TERMS.register("evol_rl_bonus")
 @dataclass
 class EvolRLBonus(EntropyBonus):
-    """EVOL-RL's entropy bonus (2509.15194; README example coefficient 0.003): ℓ_t ← ℓ_t − α·H_t, guarded so the
-    method cannot silently run on verifier rewards: the batch must carry ``extras["evol_rl_shaped"]`` (B,), set by
-    the engine's reward hook after replacing the rewards with ``evol_rl_rewards``."""
+    """EVOL-RL's entropy bonus (2509.15194; README example coefficient 0.003): ℓ_t ← ℓ_t − α·H_t. EVOL-RL is
+    label-free: the term names the ``evol_rl`` reward source (``env/reward_sources.py``: majority selects, novelty
+    varies), which the engine runs in place of the verifier's rewards; an engine that cannot run reward sources
+    refuses the method up front."""
 
-    engine_extras = frozenset({'evol_rl_shaped'})
-
+    reward_source = "evol_rl"
+    engine_primitives = frozenset({"reward_sources"})
     coef: float = 0.003
-
-    def apply(self, loss: torch.Tensor, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        _require_extra(batch, "evol_rl_shaped", self.name,
-                       "EVOL-RL is label-free: the engine must replace the rewards with evol_rl_rewards(...) "
-                       "(majority + novelty) and mark the batch with extras['evol_rl_shaped']")
-        return super().apply(loss, batch)

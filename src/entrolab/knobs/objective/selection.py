@@ -13,8 +13,9 @@ from ...batch import RolloutBatch
 from ...errors import ConfigError
 from ...ops.masked import masked_mean
 from ...registry import check_range
-from ..clip.base import importance_ratio, ppo_token_loss
+from ..clip.base import importance_ratio
 from ..controllers import EntropyController, batch_entropy
+from ..extras import ForwardContext, RolloutContext, rollout_topk
 from ..token_select import (
     TokenWeighting,
     check_choice,
@@ -284,20 +285,22 @@ class SimKO(ObjectiveTerm):
     The term adds ℓ_PPO(r̃, Ã) − ℓ_PPO(r, A) (value 0 where nothing changes) to the incoming loss, so with a PPO clip
     rule of the same ε the result is SimKO's loss. Defaults (code): K = 3, α = 0.01, τ = 0.8, scale 1.1, ε = 0.2.
 
-    Needs, beyond per-token log-probs (engine hooks): ``extras["old_topk_logprobs"]`` (B, T, K) — log π_old of the
-    rollout policy's top-K tokens, sorted, from the rollout forward — and ``extras["topk_logprobs"]`` (B, T, K) —
-    log π_θ of the *same* token ids, with gradient, from the update forward.
+    The PPO surrogate is the objective's own clip rule (``ClipRule.surrogate`` with its trust region), composed, not
+    re-implemented: SimKO's ε is the clip knob's ε.
+
+    Computes its extras from the engine's logits: ``topk_ids`` and ``old_topk_logprobs`` (B, T, K) — the rollout
+    policy's top-K tokens, sorted, and their log π_old — once per rollout batch, and ``topk_logprobs`` (b, T, K) —
+    log π_θ of the *same* token ids, with gradient — in every update forward.
     """
 
-    engine_extras = frozenset({'topk_ids', 'old_topk_logprobs', 'topk_logprobs'})
-
+    extras = frozenset({"topk_ids", "old_topk_logprobs", "topk_logprobs"})
+    engine_primitives = frozenset({"rollout_logits", "policy_logits"})
     requires = frozenset({"logprobs", "advantages", "old_entropy"})
     top_k: int = 3
     alpha: float = 0.01
     tau: float = 0.8
     neg_scale: float = 1.1
-    eps_low: float = 0.2
-    eps_high: float = 0.2
+    _clip: Any = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -305,6 +308,16 @@ class SimKO(ObjectiveTerm):
         check_range("simko", "alpha", self.alpha, lo=0.0, hi=1.0)
         check_range("simko", "tau", self.tau, lo=0.0, hi=1.0, hi_open=True)
         check_range("simko", "neg_scale", self.neg_scale, lo=0.0)
+
+    def attach(self, objective: Any) -> None:
+        self._clip = objective.clip
+
+    def rollout_extras(self, ctx: RolloutContext) -> dict[str, torch.Tensor]:
+        ids, logps = rollout_topk(ctx, self.top_k)
+        return {"topk_ids": ids, "old_topk_logprobs": logps}
+
+    def forward_extras(self, ctx: ForwardContext) -> dict[str, torch.Tensor]:
+        return {"topk_logprobs": torch.log_softmax(ctx.logits(), -1).gather(-1, ctx.micro.extras["topk_ids"].long())}
 
     def forking(self, batch: RolloutBatch) -> torch.Tensor:
         return top_fraction(batch.old_entropy, batch.mask, 1.0 - self.tau, within="sequence", rule="quantile")
@@ -324,8 +337,11 @@ class SimKO(ObjectiveTerm):
         neg = fork & (adv < 0) & top1
         a_tilde = torch.where(neg, self.neg_scale * adv, adv)
         ratio = torch.where(pos, r_tilde, r)
-        new, _ = ppo_token_loss(ratio, a_tilde, self.eps_low, self.eps_high)
-        plain, _ = ppo_token_loss(r, adv, self.eps_low, self.eps_high)
+        if self._clip is None:
+            raise ConfigError("simko composes the objective's clip rule: build it inside a PolicyObjective")
+        trust = self._clip.trust_region(batch, r)
+        new, _ = self._clip.surrogate(ratio, a_tilde, trust)
+        plain, _ = self._clip.surrogate(r, adv, trust)
         changed = pos | neg
         out = loss + torch.where(changed, new - plain, torch.zeros_like(new))
         m = batch.mask

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
@@ -56,6 +56,9 @@ from ...errors import ConfigError
 from ...generation.decoder import StepView
 from ...registry import check_range
 from .base import SAMPLINGS, SamplingStrategy
+
+if TYPE_CHECKING:
+    from ...generation.engine import RolloutEngine
 
 ENTROPY_TOKENS = 20  # the code's min(20, len) — both methods
 
@@ -123,15 +126,15 @@ class AgenticBranching(SamplingStrategy):
     def after_decision(self, trace: Any, branched: bool) -> None:
         """Update per-path state after a tool step's decisions (AEPO's consecutive-branch count)."""
 
-    def initial_counts(self, engine: Any, tree: Any, prompt_ids: list[list[int]], n: int) -> list[int]:
+    def initial_counts(self, engine: "RolloutEngine", tree: Any, prompt_ids: list[list[int]], n: int) -> list[int]:
         """Rows started per prompt (``tree``: the rollout's branching engine, for pre-rollouts)."""
         return [min(self.initial_rollouts, n)] * len(prompt_ids)
 
-    def _uniform(self, engine: Any) -> float:
+    def _uniform(self, engine: "RolloutEngine") -> float:
         return float(torch.rand((), generator=engine.generator)) if engine.generator is not None else float(
             torch.rand(()))
 
-    def observation_hook(self, engine: Any, budget: _Budget, log: list):
+    def observation_hook(self, engine: "RolloutEngine", budget: _Budget, log: list):
         """The ``on_observation`` callback of the tool hook: branch each row that just read an observation."""
 
         def on_observation(view: StepView, rows: list[int]) -> None:
@@ -153,7 +156,7 @@ class AgenticBranching(SamplingStrategy):
         return on_observation
 
     # -- the sampling hook ---------------------------------------------------------------------------------------------
-    def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Optional[Any]:
+    def rollout(self, engine: "RolloutEngine", prompts: list[str], examples: list, n: int) -> Optional[Any]:
         from ...generation.tools import ToolHook, engine_tools, pack_tool_traces
 
         env = engine_tools(engine)
@@ -249,7 +252,7 @@ class AEPODongSampling(AgenticBranching):
         """m = clip(⌊n·σ(β·(H_root − H̄_tool))⌋ + 1, 1, n) (code's ``int(n·sigmoid) + 1``)."""
         return max(1, min(n, int(n / (1.0 + math.exp(-beta * (h_root - h_tool)))) + 1))
 
-    def initial_counts(self, engine: Any, tree: Any, prompt_ids: list[list[int]], n: int) -> list[int]:
+    def initial_counts(self, engine: "RolloutEngine", tree: Any, prompt_ids: list[list[int]], n: int) -> list[int]:
         if not self.pre_monitoring:
             return super().initial_counts(engine, tree, prompt_ids, n)
         from ...generation.tools import (
@@ -272,7 +275,7 @@ class AEPODongSampling(AgenticBranching):
         return counts  # the pre-rollouts are not trained on; their tokens count in sampling/generated_tokens
 
 
-def _vocab_size(engine: Any) -> int:
+def _vocab_size(engine: "RolloutEngine") -> int:
     head = engine.model.get_output_embeddings() if hasattr(engine.model, "get_output_embeddings") else None
     if head is not None and getattr(head, "weight", None) is not None:
         return int(head.weight.shape[0])

@@ -8,14 +8,15 @@ A strategy has three hooks, all optional:
   extra rollouts at a controlled temperature, expert-guided rollouts; ``None`` = plain sampling of ``n`` per prompt;
 - ``select_examples(engine, count) -> list | None``: choose the step's prompts (curricula); ``None`` = the stream.
 
-``engine`` is a ``generation.branching.RolloutEngine``; that module's docstring is the contract (rows, groups, trainable
-masks, tree extras). Strategies that branch live in ``knobs/sampling/trees.py``.
+``engine`` is a ``generation.engine.RolloutEngine``; that module's docstring is the contract (rows, groups, trainable
+masks, tree extras). A strategy that overrides ``rollout`` or ``select_examples`` needs the engine primitive
+``generation`` (set automatically). Strategies that branch live in ``knobs/sampling/trees.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 import torch
 
@@ -23,6 +24,9 @@ from ...batch import RolloutBatch
 from ...registry import Registry, check_range
 from ..advantage.base import group_statistics
 from ..base import Component, component_registry
+
+if TYPE_CHECKING:
+    from ...generation.engine import RolloutEngine
 
 SAMPLINGS: Registry["SamplingStrategy"] = component_registry("sampling")
 
@@ -33,14 +37,24 @@ class SamplingStrategy(Component):
 
     refill: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.rollout is not SamplingStrategy.rollout or cls.select_examples is not SamplingStrategy.select_examples:
+            cls.engine_primitives = frozenset(cls.engine_primitives) | {"generation"}  # takes over generation
+
+    @classmethod
+    def takes_over_generation(cls) -> bool:
+        """Whether the strategy chooses prompts or generates itself (it then needs the engine's ``generation``)."""
+        return "generation" in cls.engine_primitives
+
     def keep(self, batch: RolloutBatch) -> torch.Tensor:
         return torch.ones(batch.batch_size, dtype=torch.bool, device=batch.rewards.device)
 
-    def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Optional[Any]:
+    def rollout(self, engine: "RolloutEngine", prompts: list[str], examples: list, n: int) -> Optional[Any]:
         """Generate the step's rows (a ``generation.rows.Generation``), or None for plain sampling (module doc)."""
         return None
 
-    def select_examples(self, engine: Any, count: int) -> Optional[list]:
+    def select_examples(self, engine: "RolloutEngine", count: int) -> Optional[list]:
         """The step's ``count`` examples, or None to take the next ones of the trainer's stream."""
         return None
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ...errors import ConfigError
 from ...registry import check_range
 from .base import SAMPLINGS, SamplingStrategy
+
+if TYPE_CHECKING:
+    from ...generation.engine import RolloutEngine
 
 
 # -------------------------------------------------------------------------------------------------------- SENT
@@ -42,7 +45,7 @@ class SemanticEntropyCurriculum(SamplingStrategy):
             raise ConfigError(f"semantic_entropy_curriculum.equivalence = {self.equivalence!r}; choose math or exact")
         self._served: list[dict] = []
 
-    def semantic_entropies(self, engine: Any, examples: list) -> list[float]:
+    def semantic_entropies(self, engine: "RolloutEngine", examples: list) -> list[float]:
         from ...env.equivalence import cluster_answers
         from ...env.rewards import extract_answer
         from ...inference.aggregate import semantic_entropy
@@ -55,7 +58,7 @@ class SemanticEntropyCurriculum(SamplingStrategy):
             out.append(semantic_entropy(cluster_answers(ans, self.equivalence), form="count"))
         return out
 
-    def select_examples(self, engine: Any, count: int) -> list:
+    def select_examples(self, engine: "RolloutEngine", count: int) -> list:
         while len(self.queue) < count:
             pool = engine.next_examples(max(self.pool_size, count - len(self.queue)))
             se = self.semantic_entropies(engine, pool)
@@ -68,7 +71,7 @@ class SemanticEntropyCurriculum(SamplingStrategy):
 
         return [Example(**item["example"]) for item in self._served]
 
-    def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Any:
+    def rollout(self, engine: "RolloutEngine", prompts: list[str], examples: list, n: int) -> Any:
         gen = engine.generate(prompts, n)
         if self._served:
             gen.metrics = {"sampling/curriculum_stage": float(max(s["stage"] for s in self._served)),

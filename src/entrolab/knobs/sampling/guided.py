@@ -9,7 +9,7 @@ docstring is the contract for rows, ``trainable`` masks and tree extras).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 
@@ -17,6 +17,9 @@ from ...errors import ConfigError
 from ...registry import check_range
 from .base import SAMPLINGS, SamplingStrategy
 from .trees import _tree_metrics
+
+if TYPE_CHECKING:
+    from ...generation.engine import RolloutEngine
 
 
 # ---------------------------------------------------------------------------------------------------------- MENTOR
@@ -104,7 +107,7 @@ class MentorRollout(SamplingStrategy):
         if self.on_policy is not None:
             check_range("mentor", "on_policy", self.on_policy, lo=1)
 
-    def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Any:
+    def rollout(self, engine: "RolloutEngine", prompts: list[str], examples: list, n: int) -> Any:
         tree = engine.branching()
         groups = list(range(len(prompts)))
         on = tree.sample(prompts, self.on_policy or n, groups=groups)
@@ -187,7 +190,7 @@ class EDGEGuidedErrorCorrection(SamplingStrategy):
                 out.append(REGENERATE if u < self.p_regenerate else ANSWER)
         return out
 
-    def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Any:
+    def rollout(self, engine: "RolloutEngine", prompts: list[str], examples: list, n: int) -> Any:
         tree = engine.branching()
         roots = tree.sample(prompts, n, groups=list(range(len(prompts))))
         _, correct = engine.score([t.text for t in roots], [examples[t.group] for t in roots])

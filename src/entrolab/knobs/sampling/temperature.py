@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import torch
 
@@ -14,6 +14,9 @@ from ...generation.rows import select_rows, stack_generations
 from ...registry import check_range
 from ..advantage.base import group_statistics
 from .base import SAMPLINGS, SamplingStrategy
+
+if TYPE_CHECKING:
+    from ...generation.engine import RolloutEngine
 
 
 # ----------------------------------------------------------------------------------------------------- AEPO-Wang
@@ -58,7 +61,7 @@ class AEPOTemperature(SamplingStrategy):
         """The bang-bang rule: T_high while entropy is at or below the target, T_low above it."""
         return self.temperature_high if self.low_entropy() else self.temperature_low
 
-    def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Any:
+    def rollout(self, engine: "RolloutEngine", prompts: list[str], examples: list, n: int) -> Any:
         main = engine.generate(prompts, n)
         T = self.controlled_temperature()
         self.temperature = T

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 
@@ -24,6 +24,9 @@ from ...errors import ConfigError
 from ...registry import check_range
 from ..advantage.base import group_statistics
 from .base import SAMPLINGS, SamplingStrategy
+
+if TYPE_CHECKING:
+    from ...generation.engine import RolloutEngine
 
 
 # ----------------------------------------------------------------------------------------------------------- helpers
@@ -49,7 +52,7 @@ def _owned(trace: Any) -> range:
 
 
 # ------------------------------------------------------------------------------------------------ tree rollouts
-def _tree_rollout(engine: Any, prompts: list[str], roots_per_prompt: int, forks: int, branches: int,
+def _tree_rollout(engine: "RolloutEngine", prompts: list[str], roots_per_prompt: int, forks: int, branches: int,
                   iterations: int, score: str) -> tuple[Any, list]:
     """M roots per prompt; then, ``iterations`` times, in each tree fork ``branches`` continuations at the
     ``forks`` highest-scoring tokens not forked yet (``score``: "surprisal" −log π(o_t) or "entropy" H_t)."""
@@ -104,7 +107,7 @@ class EPTree(SamplingStrategy):
         if self.score not in ("surprisal", "entropy"):
             raise ConfigError(f"eptree.score = {self.score!r}; choose surprisal or entropy")
 
-    def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Any:
+    def rollout(self, engine: "RolloutEngine", prompts: list[str], examples: list, n: int) -> Any:
         tree, traces = _tree_rollout(engine, prompts, self.trees, self.forks, self.branches, self.iterations,
                                      self.score)
         gen = tree.pack(traces, [t.group for t in traces])
@@ -133,7 +136,7 @@ class ETMR(SamplingStrategy):
         check_range("etmr", "forks", self.forks, lo=0)
         check_range("etmr", "branches", self.branches, lo=1)
 
-    def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Any:
+    def rollout(self, engine: "RolloutEngine", prompts: list[str], examples: list, n: int) -> Any:
         tree, traces = _tree_rollout(engine, prompts, self.trees or n, self.forks, self.branches, 1, "entropy")
         gen = tree.pack(traces, [t.group for t in traces])
         gen.metrics = _tree_metrics(tree, traces, len(prompts))
@@ -166,7 +169,7 @@ class FR3ERollout(SamplingStrategy):
         _, std, count = group_statistics(batch.rewards, batch.group_ids)
         return (std > 0) & (count > 1)
 
-    def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Any:
+    def rollout(self, engine: "RolloutEngine", prompts: list[str], examples: list, n: int) -> Any:
         tree = engine.branching()
         roots = tree.sample(prompts, n, groups=list(range(len(prompts))))
         requests, meta = [], []
@@ -249,7 +252,7 @@ class CURERollout(SamplingStrategy):
             return None
         return valid[int(torch.randint(len(valid), (), generator=generator))]
 
-    def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Any:
+    def rollout(self, engine: "RolloutEngine", prompts: list[str], examples: list, n: int) -> Any:
         tree = engine.branching()
         roots = tree.sample(prompts, self.n1 or n, groups=list(range(len(prompts))))
         requests = []
@@ -294,7 +297,7 @@ class EntropyDynamicRollout(SamplingStrategy):
     def marker_list(self) -> list[str]:
         return self.markers.split("|")
 
-    def hook(self, engine: Any, budget: dict[int, int]) -> Any:
+    def hook(self, engine: "RolloutEngine", budget: dict[int, int]) -> Any:
         from ...generation.decoder import top_p_mask
 
         markers = self.marker_list()
@@ -330,7 +333,7 @@ class EntropyDynamicRollout(SamplingStrategy):
 
         return step
 
-    def rollout(self, engine: Any, prompts: list[str], examples: list, n: int) -> Any:
+    def rollout(self, engine: "RolloutEngine", prompts: list[str], examples: list, n: int) -> Any:
         tree = engine.branching()
         cap = self.max_rows or 2 * n
         budget = {p: cap - n for p in range(len(prompts))}
