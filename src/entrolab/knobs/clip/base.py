@@ -82,8 +82,11 @@ class _PPOFamily(ClipRule):
     """Shared body of the PPO-style rules; subclasses only set their defaults."""
 
     eps_low: float = 0.2
+    """Lower clip width ε_low: the ratio r is clipped below at 1 − ε_low (a fraction in [0, 1])."""
     eps_high: float = 0.2
+    """Upper clip width ε_high: the ratio r is clipped above at 1 + ε_high (≥ 0)."""
     dual_clip: Optional[float] = None
+    """Dual-clip cap c (> 1) on A < 0 tokens, ℓ = min(ℓ, −c·A); None = no dual clip."""
 
     def __post_init__(self) -> None:
         check_range(self.name, "eps_low", self.eps_low, lo=0.0, hi=1.0)
@@ -119,6 +122,7 @@ class ClipHigher(_PPOFamily):
 
     eps_low: float = 0.2
     eps_high: float = 0.28
+    """Upper clip width ε_high, bound 1 + ε_high (DAPO's 0.28, wider than ε_low so rare A > 0 tokens can grow)."""
 
 
 @CLIPS.register("dual_clip")
@@ -128,6 +132,7 @@ class DualClip(_PPOFamily):
     (verl's ``clip_ratio_c`` default), so a huge ratio on a negative-advantage token cannot explode the update."""
 
     dual_clip: Optional[float] = 3.0
+    """Dual-clip cap c (> 1) on A < 0 tokens, ℓ = min(ℓ_PPO, −c·A) (verl's clip_ratio_c default 3); None = off."""
 
 
 @CLIPS.register("none")
