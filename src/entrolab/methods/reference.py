@@ -9,8 +9,9 @@ page, between marker lines; ``scripts/gen_methods_doc.py`` rewrites them, ``--ch
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from ..knobs.advantage.base import ADVANTAGES
 from ..knobs.clip.base import CLIPS
@@ -107,14 +108,12 @@ def _cell(text: str) -> str:
 
 
 def markdown_component(knob: str, name: str) -> str:
-    """The heading and field table of one component (a sentence for a component without parameters)."""
+    """The heading and field table of one component (one with parameters)."""
     registry = KNOB_REGISTRIES[knob]
     cls = registry.get(name)
     where = cls.__module__.replace("entrolab.", "", 1).replace(".", "/") + ".py"
     head = f"### `{name}` ({knob}: `{cls.__qualname__}` in `{where}`)"
     params = parameters(registry, name)
-    if not params:
-        return f"{head}\n\nNo hyperparameters."
     rows = ["| field | default | doc |", "|---|---|---|"]
     rows += [f"| `{p.name}` | `{_cell(repr(p.default))}` | {_cell(p.doc)} |" for p in params]
     return head + "\n\n" + "\n".join(rows)
@@ -126,7 +125,14 @@ def markdown_section(page: str) -> str:
              "hand; a test fails when it is stale). A method's preset may set other values: "
              "`entrolab methods show NAME` prints them.")
     parts = ["## Hyperparameters", intro]
-    parts += [markdown_component(knob, name) for knob, name in page_components(page)]
+    bare = []
+    for knob, name in page_components(page):
+        if parameters(KNOB_REGISTRIES[knob], name):
+            parts.append(markdown_component(knob, name))
+        else:
+            bare.append(f"`{name}` ({knob})")
+    if bare:
+        parts.append("Without hyperparameters: " + ", ".join(bare) + ".")
     return "\n\n".join(parts)
 
 

@@ -189,7 +189,7 @@ class AEnt(ObjectiveTerm):
     engine_extras = frozenset({'clamped_entropy'})
 
     clamp_p: float = 0.25
-    """Fraction p of the vocabulary (lowest logits) dropped before the clamped entropy H̃ (0 = full entropy)."""
+    """Fraction p of |V|, the lowest logits, dropped for H̃; 0 = full entropy (1.5B script 0.25; README 0.3)."""
     init: float = 3e-4
     """Initial coefficient λ₀, held through the warm-up (OpenR1 1.5B script 3e-4; the README's config 2e-4)."""
     ent_low: float = 0.35
