@@ -1,24 +1,51 @@
-"""Rewrite the method table in docs/methods.md from the catalog (between the marker lines).
+"""Regenerate the generated parts of the method docs from the catalog and the knob registries (between marker
+lines): the method table of docs/methods.md and the "Hyperparameters" section of every docs/methods-*.md page (one
+table per component: field, default, doc — the doc written under the field in the component's dataclass).
 
     python scripts/gen_methods_doc.py          # rewrite
-    python scripts/gen_methods_doc.py --check  # exit 1 if the file is out of date
+    python scripts/gen_methods_doc.py --check  # exit 1 if any generated part is out of date
 """
 
 import sys
 from pathlib import Path
 
 from entrolab.methods import markdown_table
+from entrolab.methods.reference import PAGES, markdown_section, replace_section
 
-START, END = "<!-- methods-table:start -->", "<!-- methods-table:end -->"
-path = Path(__file__).resolve().parent.parent / "docs" / "methods.md"
-text = path.read_text()
-head, rest = text.split(START, 1)
-old, tail = rest.split(END, 1)
-new = f"\n{markdown_table()}\n"
-if "--check" in sys.argv[1:]:
-    if old != new:
-        sys.exit(f"{path} is out of date; run python scripts/gen_methods_doc.py")
-    print(f"{path} is up to date")
-else:
-    path.write_text(f"{head}{START}{new}{END}{tail}")
-    print(f"updated {path}")
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+TABLE_START, TABLE_END = "<!-- methods-table:start -->", "<!-- methods-table:end -->"
+
+
+def methods_md(text: str) -> str:
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_START}\n{markdown_table()}\n{TABLE_END}{tail}"
+
+
+def main(check: bool) -> int:
+    targets = {DOCS / "methods.md": methods_md}
+    for page in PAGES:
+        targets[DOCS / page] = lambda text, page=page: replace_section(text, markdown_section(page))
+    stale = []
+    for path, render in targets.items():
+        text = path.read_text()
+        new = render(text)
+        if new == text:
+            continue
+        stale.append(path)
+        if not check:
+            path.write_text(new)
+            print(f"updated {path}")
+    if check:
+        for path in stale:
+            print(f"{path} is out of date; run python scripts/gen_methods_doc.py", file=sys.stderr)
+        if not stale:
+            print("generated method docs are up to date")
+        return 1 if stale else 0
+    if not stale:
+        print("generated method docs were already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("--check" in sys.argv[1:]))

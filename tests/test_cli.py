@@ -40,7 +40,7 @@ def test_methods_show(capsys):
     # the card
     assert out.startswith("clip_cov — Clip-Cov")
     assert "arXiv 2505.22617" in out and "knobs: clip" in out
-    assert "'ratio': 0.0002" in out  # the resolved clip spec, defaults filled in
+    assert "  clip:" in out and "clip_cov" in out and "  kl:" in out and "none (no parameters)" in out
     assert "toy run overrides" in out
     # the toy table: header and one row per step 0..4
     lines = out.splitlines()
@@ -51,6 +51,43 @@ def test_methods_show(capsys):
     assert all(len(r) == 5 for r in rows)
     assert rows[0][1] == rows[0][2]  # same initial policy for both runs
     assert float(rows[-1][1]) < float(rows[0][1])  # GRPO's entropy falls
+
+
+def _field_row(out: str, field: str) -> str:
+    """The field's table line plus its wrapped continuation lines, whitespace-joined."""
+    lines = out.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.split()[:1] == [field])
+    indent = len(lines[i]) - len(lines[i].lstrip())
+    rest = []
+    for line in lines[i + 1:]:
+        if len(line) - len(line.lstrip()) <= indent or not line.strip():
+            break
+        rest.append(line)
+    return " ".join(" ".join([lines[i]] + rest).split())
+
+
+def test_methods_show_prints_each_field_with_default_and_doc(capsys):
+    from entrolab.knobs.clip import CLIPS
+
+    assert main(["methods", "show", "clip_cov", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    docs = CLIPS.docs("clip_cov")
+    for field, default in CLIPS.defaults("clip_cov").items():
+        row = _field_row(out, field)
+        assert row.startswith(f"{field} {default!r} "), row
+        assert row.endswith(" ".join(docs[field].split())), row
+    ratio = _field_row(out, "ratio")
+    assert ratio.startswith("ratio 0.0002 Fraction") and "not percent" in ratio
+    assert "*" not in _field_row(out, "eps_low")  # the preset keeps the component defaults
+    assert "advantage: grpo field default doc eps 1e-06 " in " ".join(out.split())
+
+
+def test_methods_show_marks_preset_values(capsys):
+    assert main(["methods", "show", "dler", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert _field_row(out, "coef").startswith("coef 0.0005 * (component default 0.001) β:")
+    assert _field_row(out, "eps_high").startswith("eps_high 0.28 Upper")  # clip_higher's own default: no mark
+    assert "* set by this method's preset" in out
 
 
 def test_methods_show_unknown_method(capsys):

@@ -551,3 +551,40 @@ def test_objective_metrics_and_aggregation():
     pg, _ = obj.clip.pg_loss(b)
     assert loss.item() == pytest.approx(aggregate_loss(pg, b.mask, "token-mean").item(), rel=1e-6)
     assert m["loss/total"] == pytest.approx(loss.item()) and "dynamics/cov_mean" in m and "loss/kl" not in m
+
+
+# =============================================================================================== field docs
+def _undocumented(registry: Registry) -> list[str]:
+    """``name.field`` of every init field of every component of ``registry`` without a one-line doc."""
+    return [f"{name}.{field}" for name in registry.names() for field, doc in registry.docs(name).items()
+            if not doc.strip()]
+
+
+def test_every_knob_hyperparameter_is_documented_at_its_field():
+    """Each init field of every registered component has the string literal under it (a base class's counts), so
+    ``entrolab methods show`` and the generated docs/methods-*.md tables have a doc for every hyperparameter."""
+    from entrolab.knobs import advantage, clip, kl, objective, sampling
+
+    registries = (sampling.SAMPLINGS, advantage.ADVANTAGES, clip.CLIPS, kl.KLS, objective.TERMS)
+    assert sum(len(r) for r in registries) > 80  # every subpackage registered its components
+    missing = [f"{r.kind}: {m}" for r in registries for m in _undocumented(r)]
+    assert not missing, "undocumented knob hyperparameters (add a one-line string under each field):\n" + \
+        "\n".join(missing)
+
+
+def test_field_doc_check_catches_an_undocumented_field():
+    reg: Registry = component_registry("clip", "test clip")
+
+    @reg.register("documented")
+    @dataclass
+    class Documented(Component):
+        ratio: float = 2e-4
+        """Fraction of valid tokens (a fraction, not percent)."""
+
+    @reg.register("bare")
+    @dataclass
+    class Bare(Documented):
+        extra: int = 1
+
+    assert reg.docs("bare")["ratio"] == "Fraction of valid tokens (a fraction, not percent)."
+    assert _undocumented(reg) == ["bare.extra"]

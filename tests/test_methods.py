@@ -20,6 +20,7 @@ from entrolab.methods import (
     METHODS,
     Method,
     build,
+    reference,
     register_method,
     resolve,
 )
@@ -197,6 +198,51 @@ def test_docs_methods_md_matches_catalog():
     table = text.split(START, 1)[1].split(END, 1)[0].strip("\n")
     assert table == methods.markdown_table(), "docs/methods.md is stale: run python scripts/gen_methods_doc.py"
     assert text.split(START, 1)[0].strip()  # an intro precedes the table
+
+
+@pytest.mark.parametrize("page", sorted(reference.PAGES))
+def test_docs_hyperparameter_sections_match_the_field_docs(page):
+    """Each knob page's generated "Hyperparameters" section equals what the registries and field docs give now."""
+    text = (DOC.parent / page).read_text()
+    assert text.count(reference.START) == 1 and text.count(reference.END) == 1
+    assert reference.section_of(text) == reference.markdown_section(page), \
+        f"docs/{page} is stale: run python scripts/gen_methods_doc.py"
+
+
+def test_every_component_has_one_hyperparameter_page():
+    placed = [(knob, name) for page in reference.PAGES for knob, name in reference.page_components(page)]
+    every = [(knob, name) for knob, reg in reference.KNOB_REGISTRIES.items() for name in reg.names()]
+    assert sorted(placed) == sorted(every)  # each registered component on exactly one page
+    agentic = reference.page_components("methods-agentic.md")
+    assert ("sampling", "arpo") in agentic and ("advantage", "aepo_entropy_aware") in agentic
+    clip_kl = reference.markdown_section("methods-clip-kl.md")
+    assert "### `clip_cov` (clip: `ClipCov` in `knobs/clip/covariance.py`)" in clip_kl
+    ratio = next(line for line in clip_kl.splitlines() if line.startswith("| `ratio` | `0.0002` |"))
+    assert "not percent" in ratio
+
+
+def test_hyperparameter_markdown_escapes_pipes():
+    edr = reference.markdown_component("sampling", "edr")
+    row = next(line for line in edr.splitlines() if line.startswith("| `markers` |"))
+    assert row.startswith("| `markers` | `'<hard>\\|Wait\\|However\\|Alternatively'` |")
+    assert row.count("|") - row.count("\\|") == 4  # three cells, no stray separator
+
+
+def test_gen_methods_doc_check_detects_a_stale_page(tmp_path, monkeypatch):
+    import runpy
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for page in ["methods.md", *reference.PAGES]:
+        (docs / page).write_text((DOC.parent / page).read_text())
+    script = runpy.run_path(str(DOC.parent.parent / "scripts" / "gen_methods_doc.py"))
+    monkeypatch.setitem(script["main"].__globals__, "DOCS", docs)
+    assert script["main"](check=True) == 0
+    page = docs / "methods-clip-kl.md"
+    page.write_text(page.read_text().replace("| `ratio` | `0.0002` |", "| `ratio` | `0.002` |"))
+    assert script["main"](check=True) == 1
+    assert script["main"](check=False) == 0 and script["main"](check=True) == 0
+    assert page.read_text() == (DOC.parent / "methods-clip-kl.md").read_text()
 
 
 def test_markdown_table_rows():

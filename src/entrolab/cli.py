@@ -45,6 +45,31 @@ def _methods_table(fmt: str) -> str:
     return cap.get()
 
 
+def _resolved_components(name: str) -> list[str]:
+    """Each slot of the method's resolved objective: its component and a table of the component's fields (the
+    value for this method, ``*`` where the preset differs from the component default, and the field's doc)."""
+    from . import methods
+    from .methods.reference import KNOB_REGISTRIES, parameters, text_table
+
+    resolved = methods.resolve(name)
+    lines, preset = [], False
+    specs = [(slot, resolved[slot]) for slot in ("sampling", "advantage", "clip", "kl")]
+    specs += [("objective", term) for term in resolved["objective"]]
+    for slot, spec in specs:
+        params = parameters(KNOB_REGISTRIES[slot], spec["name"], spec)
+        preset |= any(p.preset for p in params)
+        lines.append(f"  {slot + ':':12s} {spec['name']}" + ("" if params else " (no parameters)"))
+        lines += text_table(params, indent=4)
+    if not resolved["objective"]:
+        lines.append(f"  {'objective:':12s} (no terms)")
+    lines.append(f"  {'aggregation:':12s} {resolved['aggregation']}")
+    if resolved.get("norm_length") is not None:
+        lines.append(f"  {'norm_length:':12s} {resolved['norm_length']}")
+    if preset:
+        lines.append("  * set by this method's preset (the component's own default is given first in the doc)")
+    return lines
+
+
 def _methods_show(name: str, steps: int, seed: int) -> str:
     import warnings
 
@@ -58,11 +83,7 @@ def _methods_show(name: str, steps: int, seed: int) -> str:
              f"  entropy effect: {m.entropy_effect}"]
     if m.notes:
         lines.append(f"  notes: {m.notes}")
-    resolved = methods.resolve(name)
-    for slot in ("sampling", "advantage", "clip", "kl"):
-        lines.append(f"  {slot:10s} {resolved[slot]}")
-    lines.append(f"  {'objective':10s} {resolved['objective']}")
-    lines.append(f"  {'aggregation':10s} {resolved['aggregation']}")
+    lines += _resolved_components(name)
     if m.toy_overrides:
         lines.append(f"  toy run overrides (scaled to the toy's ~128-token batches): {dict(m.toy_overrides)}")
     settings = ToySettings(steps=steps, seed=seed)

@@ -50,18 +50,31 @@ class EntropyController:
     """Band/point-target P·I controller of one scalar actuator; see the module docstring for the equations."""
 
     low: float
+    """H_low: lower edge of the target band, in the measured entropy's units (nats per token); = high for a point."""
     high: float
+    """H_high: upper edge of the target band (≥ low); e = 0 while H_k lies inside [low, high]."""
     kp: float = 0.0
+    """K_p: proportional gain on f(e), signed like K_i."""
     ki: float = 0.0
+    """K_i: integral gain on f(e) (signed: K < 0 raises u while entropy is too low)."""
     init: float = 0.0
+    """u₀: the actuator's initial value, held during warm-up and the leak's anchor."""
     lo: float = -math.inf
+    """Lower clip of the actuator u."""
     hi: float = math.inf
+    """Upper clip of the actuator u."""
     law: str = "linear"
+    """Error shaping before the gains: 'linear' f(e) = e or 'sign' f(e) = sign(e) (bang-bang steps)."""
     form: str = "incremental"
+    """'positional' (textbook PI on u₀) or 'incremental' (velocity form; clipping the output is the anti-windup)."""
     leak: float = 0.0
+    """Pull of u back toward u₀ per step, −leak·(u − u₀) (incremental form)."""
     warmup: int = 0
+    """W: committed steps with u = u₀ before the controller acts."""
     anchor: Optional[float] = None
+    """ρ: set the point target from the first measurement, H* = ρ·H₀ (AER); None = use low/high."""
     owner: str = "controller"
+    """Name used in error messages (the owning component's)."""
     # state
     _u: float = field(init=False, default=0.0)
     _integral: float = field(init=False, default=0.0)

@@ -53,6 +53,7 @@ class GRPOAdvantage(AdvantageEstimator):
     """
 
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
 
     def __post_init__(self) -> None:
         check_range("grpo", "eps", self.eps, lo=0.0)
@@ -97,6 +98,7 @@ class ReinforcePPBaselineAdvantage(AdvantageEstimator):
     reward for such a group)."""
 
     eps: float = 1e-8
+    """ε added to the batch std when whitening the mean-subtracted advantages."""
 
     def __post_init__(self) -> None:
         check_range("reinforce_pp_baseline", "eps", self.eps, lo=0.0)

@@ -130,8 +130,11 @@ class EntropyAdvantage(AdvantageEstimator):
 
     requires = frozenset({"old_entropy"})
     alpha: float = 0.4
+    """α: weight of the entropy bonus ψ = min(α·H_t, |A_t|/κ), per nat (their GRPO setting 0.4; 0.1 with PPO)."""
     kappa: float = 2.0
+    """κ > 1: caps the bonus at |A_t|/κ so it never flips A's sign (third-party verl config 2)."""
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
 
     def __post_init__(self) -> None:
         check_range("entropy_advantage", "alpha", self.alpha, lo=0.0)
@@ -161,7 +164,9 @@ class RLZVPAdvantage(AdvantageEstimator):
 
     requires = frozenset({"old_entropy"})
     alpha: float = 0.1
+    """α: per-nat scale of the entropy advantages of zero-variance groups (best of 0.05/0.1/0.2/0.3: 0.1)."""
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
 
     def __post_init__(self) -> None:
         check_range("rl_zvp", "alpha", self.alpha, lo=0.0)
@@ -200,8 +205,11 @@ class EMPOAdvantage(AdvantageEstimator):
     extras = frozenset({'answer_cluster'})
     engine_primitives = frozenset({'texts'})
     eps: float = 1e-4
+    """ε added to the std of the semantic-frequency rewards in the GRPO step (the code's TRL setting 1e-4)."""
     min_confidence: float = 0.0
+    """Filter max_c p(c) ≥ this, a share of the group (later verl version 0.25); 0 = off (TRL version)."""
     equivalence: str = "math"
+    """How final answers are clustered for extras['answer_cluster']: an equivalence mode (math = math-verify)."""
 
     def __post_init__(self) -> None:
         check_range("empo", "eps", self.eps, lo=0.0)
@@ -244,9 +252,13 @@ class EntropyPositionAdvantage(AdvantageEstimator):
     """
 
     variant: str = "both"
+    """Which shaping: 'both', 'ppl' (perplexity weighting) or 'position' (growth toward the end)."""
     ppl_alpha: float = 0.1
+    """α in Â = A·max(0, 1 − α·ŵ), ŵ the in-group z-score of log perplexity (our choice; paper's not found)."""
     position_beta: float = 0.1
+    """β of the position term β·sign(A)·(t + 1)/|o|, added per token (our choice; paper's not found)."""
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
 
     def __post_init__(self) -> None:
         _choice("entropy_position", "variant", self.variant, ("both", "ppl", "position"))
@@ -290,9 +302,13 @@ class PEARAdvantage(AdvantageEstimator):
     engine_primitives = frozenset({'texts', 'tokenizer'})
     requires = frozenset({"old_entropy"})
     alpha: float = 1.0
+    """α in the phase penalty P = max(0, H̄_think − α·H̄_answer), entropies in nats (ablation −1 to 2; 1)."""
     s: float = 1.0
+    """s in the correct-answer reward min(1, s − P) (not found in the paper: 1)."""
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
     phase_marker: str = DEFAULT_PHASE_MARKER
+    """Marker string(s) that end the thinking phase (``|``-separated alternatives, e.g. ``</think>``)."""
 
     def __post_init__(self) -> None:
         check_range("pear", "eps", self.eps, lo=0.0)
@@ -383,10 +399,15 @@ class EMPGAdvantage(AdvantageEstimator):
     engine_primitives = frozenset({'tokenizer'})
     requires = frozenset({"old_entropy"})
     k: float = 1.0
+    """k in the step gain g = exp(−k·H_norm)/mean exp(−k·H_norm) (not found: our choice 1)."""
     k_next: float = 1.0
+    """k′ in the future-clarity bonus f = exp(−k′·H_norm of the next step) (not found: our choice 1)."""
     zeta: float = 0.05
+    """ζ: weight of the future-clarity bonus in A_mod = A·g + ζ·f (not found: our choice 0.05)."""
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
     step_delimiter: str = DEFAULT_STEP_DELIMITER
+    """String at which the engine splits a response into steps (default a blank line)."""
 
     def __post_init__(self) -> None:
         for name in ("k", "k_next", "zeta", "eps"):
@@ -437,6 +458,7 @@ class EMRLAdvantage(AdvantageEstimator):
 
     requires = frozenset({"old_entropy"})
     variant: str = "token"
+    """Reward: 'token' (r = −Σ_t H_t, the negative entropy) or 'sequence' (r = log π(y))."""
 
     def __post_init__(self) -> None:
         _choice("em_rl", "variant", self.variant, ("token", "sequence"))
@@ -493,8 +515,11 @@ class SEEDGRPOAdvantage(AdvantageEstimator):
     extras = frozenset({'answer_cluster'})
     engine_primitives = frozenset({'texts'})
     alpha: float = 0.0417
+    """α in x = α·SE(q)/log G (reciprocal form 0.0417, as reported for the reference; the paper's α 0.02)."""
     form: str = "reciprocal"
+    """Scale f(x): 'reciprocal' 1/(1 + x), 'linear' max(0, 1 − x) or 'exponential' exp(−x)."""
     equivalence: str = "math"
+    """How final answers are clustered for extras['answer_cluster']: an equivalence mode (math = math-verify)."""
 
     def __post_init__(self) -> None:
         check_range("seed_grpo", "alpha", self.alpha, lo=0.0)
@@ -542,6 +567,7 @@ class EDGEGRPOAdvantage(AdvantageEstimator):
 
     requires = frozenset({"old_entropy"})
     eps: float = 1e-4
+    """ε added to the group reward std of the GRPO advantage (the code's 1e-4)."""
 
     def __post_init__(self) -> None:
         check_range("edge_grpo", "eps", self.eps, lo=0.0)
@@ -575,9 +601,13 @@ class UCASAdvantage(AdvantageEstimator):
     extras = frozenset({'self_certainty', 'sampled_logit'})
     engine_primitives = frozenset({'rollout_logits'})
     b_pos: float = 0.25
+    """b₊: modulation exp(−b₊·Ĉ) of positive advantages by the self-certainty z-score (code, hard-coded 0.25)."""
     b_neg: float = 0.35
+    """b₋: modulation exp(b₋·Ĉ) of non-positive advantages (code, hard-coded 0.35)."""
     lam: float = 0.05
+    """λ: weight of the min–max normalised sampled-token logit subtracted per token (code, hard-coded 0.05)."""
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
 
     def __post_init__(self) -> None:
         for name in ("b_pos", "b_neg", "lam", "eps"):
@@ -631,8 +661,11 @@ class ACPOAdvantage(AdvantageEstimator):
     engine_primitives = frozenset({'tokenizer'})
     requires = frozenset({"old_entropy"})
     beta: float = 0.5
+    """β ∈ [0, 1]: share of the advantage redistributed by step attribution, (1 − β) + β·K·ã (our choice 0.5)."""
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
     step_delimiter: str = DEFAULT_STEP_DELIMITER
+    """String at which the engine splits a response into steps (default a blank line)."""
 
     def __post_init__(self) -> None:
         check_range("acpo", "beta", self.beta, lo=0.0, hi=1.0)
@@ -688,9 +721,13 @@ class CANONAdvantage(AdvantageEstimator):
 
     requires = frozenset({"old_entropy"})
     alpha: float = 1.0
+    """α: weight of the own reward (low half) or the other half's mean (high half) in the inter term (code 1)."""
     mu: float = 1.0
+    """μ ∈ [0, 1]: 1 = pure inter-half comparison, 0 = pure intra-half (code 1)."""
     beta: float = 0.0
+    """β: offset favouring the high-entropy half in the inter term, in reward units (code 0)."""
     mu_schedule: str = "constant"
+    """'constant' (μ as set) or 'accuracy' (annealed: μ = the batch accuracy, mean 𝟙[r > 0])."""
 
     def __post_init__(self) -> None:
         check_range("canon", "mu", self.mu, lo=0.0, hi=1.0)
@@ -731,7 +768,9 @@ class QAEAdvantage(AdvantageEstimator):
     """
 
     k: float = 0.4
+    """K ∈ [0, 1]: quantile of the group rewards used as the baseline (0.4; 0.6 against early collapse)."""
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
 
     def __post_init__(self) -> None:
         check_range("qae", "k", self.k, lo=0.0, hi=1.0)
@@ -805,13 +844,21 @@ class AdaThinkMedAdvantage(AdvantageEstimator):
     engine_primitives = frozenset({'texts'})
     requires = frozenset({"old_entropy"})
     top_frac: float = 0.2
+    """Fraction of a response's tokens, the highest-entropy ones, averaged into e_i (code TOPK 0.2)."""
     alpha: float = 0.5
+    """α ∈ [0, 1]: weight of confidence in the difficulty d_q = 1 − mean[α·y·c + (1 − α)·y] (code ALPHA 0.5)."""
     theta_quantile: float = 0.7
+    """Quantile of the batch's difficulties whose EMA is the easy/hard threshold θ (code THETA 0.7)."""
     ema: float = 0.9
+    """EMA factor of θ and the expected lengths L_exp, new = ema·old + (1 − ema)·batch."""
     length_weight: float = 0.5
+    """Weight of len_i + rep_i added to the engine's reward, R + w·(len + rep)."""
     rep_ngram: int = 40
+    """n of the token n-grams counted as repetitions."""
     rep_penalty: float = 0.05
+    """Penalty per repeated n-gram, rep_i = −penalty × count."""
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
     _theta: Optional[float] = field(init=False, repr=False, compare=False, default=None)
     _l_exp: dict = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
 
@@ -925,8 +972,11 @@ class LESSAdvantage(AdvantageEstimator):
     engine_primitives = frozenset({'texts'})
     requires = frozenset({"old_entropy"})
     quantile: float = 0.8
+    """Per-response entropy quantile τ_i: tokens with H ≤ τ_i are low-entropy (code 0.8)."""
     min_len: int = 5
+    """μ: minimum length in tokens of a low-entropy segment (code 5)."""
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
 
     def __post_init__(self) -> None:
         check_range("less", "quantile", self.quantile, lo=0.0, hi=1.0)

@@ -69,6 +69,7 @@ class TreeRLAdvantage(AdvantageEstimator):
     """
 
     mode: str = "ga+la"
+    """'ga+la' (R(n) = (GA + LA)/√|L(n)|, the paper) or 'la' (LA/√|L(n)|, the reference code's default)."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("ga+la", "la"):
@@ -125,7 +126,9 @@ class FR3EAdvantage(AdvantageEstimator):
     """
 
     modulation: float = 0.5
+    """λ ∈ [0, 1] in α_j = clip(1 − λ·ΔV, 1 − λ, 1 + λ), ΔV the value change in reward units (a reading)."""
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
 
     def __post_init__(self) -> None:
         check_range("fr3e", "modulation", self.modulation, lo=0.0, hi=1.0)
@@ -170,7 +173,9 @@ class ETTRLAdvantage(AdvantageEstimator):
     """
 
     clip_beta: Optional[float] = None
+    """β of the Adv-Clip variant A ← clip(A, −β, β); None = Adv-Res reshaping (β not found; no default)."""
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
 
     requires = frozenset({"old_entropy"})
 
@@ -218,8 +223,11 @@ class MentorAdvantage(AdvantageEstimator):
     step, R_range = max − min of the prompt's rewards (all its rollouts; 0 ⇒ Â = 0 — a reading)."""
 
     alpha: float = 1.0
+    """α₀: initial weight of the mixed-policy rows' positive advantage."""
     decay_steps: int = 120
+    """K: RL steps over which α decays linearly to 0 (train.sh's 120; the linear shape is a reading)."""
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
 
     def __post_init__(self) -> None:
         check_range("mentor", "alpha", self.alpha, lo=0.0)
@@ -290,7 +298,9 @@ class ARPOAdvantage(AdvantageEstimator):
     that share it (:func:`shared_token_mean`), own tokens keep A_i. The two differ only where clipping acts."""
 
     mode: str = "soft"
+    """'soft': each row keeps its own A_i; 'hard': shared prefix tokens get the mean A of rows sharing them."""
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("soft", "hard"):
@@ -317,7 +327,9 @@ class AEPOEntropyAdvantage(AdvantageEstimator):
 
     requires = frozenset({"old_entropy"})
     coef: float = 0.2
+    """a in Ã_t = A·(1 + a·Ĥ_t), Ĥ_t the standardised token entropy (the code's constant 0.2)."""
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
 
     def __post_init__(self) -> None:
         check_range("aepo_entropy_aware", "coef", self.coef, lo=0.0)

@@ -21,8 +21,11 @@ class APOAdvantage(AdvantageEstimator):
     up to 2×); disabled in a group with no correct response. Lives in the KL module with the rest of APO."""
 
     eps: float = 1e-6
+    """ε added to the group reward std in A = (R − mean_G R)/(std_G R + ε), against division by zero."""
     correct_threshold: float = 0.5
+    """A response is correct when its reward R > this; only incorrect ones are scaled."""
     base: float = 1.00001
+    """Base b of the scale 1 + (1 − b^{−Δ}), Δ the excess length in tokens (≥ 1; View-R1 code 1.00001)."""
 
     def __post_init__(self) -> None:
         check_range("apo_stcr", "eps", self.eps, lo=0.0)

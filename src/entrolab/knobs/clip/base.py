@@ -170,8 +170,11 @@ class _PPOFamily(ClipRule):
     """Shared body of the PPO-style rules (fixed bounds); subclasses only set their defaults."""
 
     eps_low: float = 0.2
+    """Lower clip width ε_low: the ratio r is clipped below at 1 − ε_low (a fraction in [0, 1])."""
     eps_high: float = 0.2
+    """Upper clip width ε_high: the ratio r is clipped above at 1 + ε_high (≥ 0)."""
     dual_clip: Optional[float] = None
+    """Dual-clip cap c (> 1) on A < 0 tokens, ℓ = min(ℓ, −c·A); None = no dual clip."""
 
     def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
         return TrustRegion(self.eps_low, self.eps_high)
@@ -196,6 +199,7 @@ class ClipHigher(_PPOFamily):
 
     eps_low: float = 0.2
     eps_high: float = 0.28
+    """Upper clip width ε_high, bound 1 + ε_high (DAPO's 0.28, wider than ε_low so rare A > 0 tokens can grow)."""
 
 
 @CLIPS.register("dual_clip")
@@ -205,6 +209,7 @@ class DualClip(_PPOFamily):
     (verl's ``clip_ratio_c`` default), so a huge ratio on a negative-advantage token cannot explode the update."""
 
     dual_clip: Optional[float] = 3.0
+    """Dual-clip cap c (> 1) on A < 0 tokens, ℓ = min(ℓ_PPO, −c·A) (verl's clip_ratio_c default 3); None = off."""
 
 
 @CLIPS.register("none")

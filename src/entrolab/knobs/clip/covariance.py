@@ -60,12 +60,19 @@ class ClipCov(ClipRule):
 
     keep_metric = "cov"
     ratio: float = 2e-4
+    """Fraction r of valid tokens detached: ⌊r·N⌋, at least 1 (a fraction, not percent; paper and code 2e-4)."""
     cov_lb: float = 1.0
+    """Lower covariance bound ω_low: candidates have Cov(y_i) > ω_low (paper and code 1)."""
     cov_ub: float = 5.0
+    """Upper covariance bound ω_high: candidates have Cov(y_i) < ω_high (paper and code 5)."""
     eps_low: float = 0.2
+    """PPO lower clip width ε_low, bound 1 − ε_low (Eq. 12's 0.2; the released 7B/32B scripts use 1)."""
     eps_high: float = 0.2
+    """PPO upper clip width ε_high, bound 1 + ε_high (Eq. 12's 0.2; the released 7B/32B scripts use 1)."""
     scope: str = "micro"
+    """'micro': Cov and draw per micro-batch, current log-probs (code); 'batch': per rollout batch, π_old (paper)."""
     seed: int = 0
+    """Seed of the generator drawing the detached tokens uniformly at random (its state is checkpointed)."""
     _gen: torch.Generator = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:

@@ -54,8 +54,11 @@ class ClipLowHigh(ClipRule):
     """
 
     eps_low: float = 0.2
+    """Lower clip width ε_low, bound 1 − ε_low (1 = no clip-low; smaller clips more, raising entropy; usual 0.2)."""
     eps_high: Optional[float] = None
+    """Upper clip width ε_high, bound 1 + ε_high; None = clip-high disabled (the recipe, per the reviews)."""
     dual_clip: Optional[float] = None
+    """Dual-clip cap c (> 1) on A < 0 tokens, ℓ = min(ℓ, −c·A); None = no dual clip."""
 
     def trust_region(self, batch: RolloutBatch, ratio: torch.Tensor) -> TrustRegion:
         return TrustRegion(self.eps_low, self.eps_high)
@@ -79,9 +82,13 @@ class EntropyAdaptiveClipHigh(ClipRule):
 
     requires = frozenset({"logprobs", "advantages", "old_entropy"})
     eps_low: float = 0.2
+    """Lower clip width ε_low, bound 1 − ε_low (not found in the paper: the PPO default 0.2)."""
     eps_high_min: float = 0.2
+    """ε_min: upper clip width of the lowest-entropy trajectory, h(τ) = 0 ([3p] summaries: 0.2)."""
     eps_high_max: float = 0.4
+    """ε_max: upper clip width of the highest-entropy trajectory, h(τ) = 1; ≥ eps_high_min ([3p] summaries: 0.4)."""
     scope: str = "batch"
+    """Where the mean entropy H̄(τ) is min–max normalised: 'batch' (rollout batch) or 'group' (the prompt's group)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -164,14 +171,23 @@ class BAPOClip(ClipRule):
 
     needs_off_policy = True
     c_low: float = 0.6
+    """Start a⁻ of the lower ratio bound c_low (a ratio < 1, not a width; code 0.6)."""
     c_low_max: float = 0.8
+    """Cap b⁻ up to which the search raises c_low (in [c_low, 1]; code 0.8)."""
     c_high: float = 1.2
+    """Start a⁺ of the upper ratio bound c_high (a ratio ≥ 1, not a width; code 1.2)."""
     c_high_max: float = 2.0
+    """Cap b⁺ up to which the search raises c_high (≥ c_high; code 2.0)."""
     step_low: float = 0.05
+    """Step δ by which c_low is raised while ρ < ρ₀ (code 0.05; 0 skips that stage)."""
     step_high: float = 0.05
+    """Step δ by which c_high is raised while ρ < ρ₀ (code 0.05; 0 skips that stage)."""
     target: float = 1.0
+    """Target ρ₀ of the balance ρ = P/N, positive over negative contributions (1 = a positive share of ½)."""
     dual_clip: Optional[float] = 3.0
+    """Dual-clip cap c (> 1) on A < 0 tokens, ℓ = min(ℓ, −c·A); None = no dual clip."""
     eps: float = 1e-8
+    """Added to N in ρ = P/(N + eps) to avoid division by zero."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -217,10 +233,15 @@ class ArcherClip(ClipRule):
 
     requires = frozenset({"logprobs", "advantages", "entropy"})
     quantile: float = 0.8
+    """Per-response entropy quantile q: tokens with H > q are high-entropy (forking) (0.8 = the top 20 %)."""
     eps_low_entropy: float = 0.2
+    """Symmetric clip width ε on low-entropy (knowledge) tokens, clip(r, 1−ε, 1+ε)."""
     eps_high_entropy: float = 0.5
+    """Symmetric clip width ε on high-entropy (reasoning) tokens, clip(r, 1−ε, 1+ε)."""
     dual_clip: Optional[float] = 10.0
+    """Dual-clip cap c (> 1) on A < 0 tokens, ℓ = min(ℓ, −c·A); None = no dual clip."""
     entropy: str = "current"
+    """Entropy the split reads: 'current' (π_θ, detached, as the code) or 'old' (π_old, fixed per rollout batch)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -261,9 +282,13 @@ class DCPOClip(ClipRule):
     """
 
     eps_low: float = 0.16
+    """ε_low of the constraint |(r − 1)·r·q| ≤ ε: r_low(q) = ½ + ½·√max(1 − 4ε_low/q, 0) (not a clip width)."""
     eps_high: float = 0.2
+    """ε_high of the same constraint: r_high(q) = ½ + ½·√(1 + 4ε_high/q), capped at max_ratio (not a clip width)."""
     max_ratio: float = 10.0
+    """Cap on the upper ratio bound r_high (a ratio ≥ 1; the code's max(c, 10))."""
     dual_clip: Optional[float] = 3.0
+    """Dual-clip cap c (> 1) on A < 0 tokens; None = off (verl's clip_ratio_c default 3, read by the DCPO code)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -293,10 +318,15 @@ class ASPOClip(ClipRule):
 
     requires = frozenset({"logprobs", "advantages", "entropy"})
     quantile: float = 0.8
+    """Per-response entropy quantile q: tokens with H > q are high-entropy (0.8 = the top 20 %, as Archer)."""
     eps_low_entropy: float = 0.2
+    """Clip width ε on low-entropy tokens (the same ε on both sides)."""
     eps_high_entropy: float = 0.4
+    """Clip width ε on high-entropy tokens (the same ε on both sides)."""
     dual_clip: float = 3.0
+    """Soft dual-clip cap c (> 1): a ratio r_c (A < 0) or 1/r_c (A > 0) above c gets weight c, not zero."""
     entropy: str = "current"
+    """Entropy the split reads: 'current' (π_θ, detached) or 'old' (π_old, fixed per rollout batch)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -353,10 +383,15 @@ class CEGPPOClip(ClipRule):
     """
 
     eps_low: float = 0.2
+    """Lower clip width ε_l: A < 0 tokens with r < 1 − ε_l are 'low' and keep a β₁-scaled gradient."""
     eps_high: float = 0.2
+    """Upper clip width ε_h: A > 0 tokens with r > 1 + ε_h are 'high' and keep a β₂-scaled gradient."""
     beta_low: float = 0.75
+    """β₁: gradient scale on low-clipped tokens; larger lowers entropy (7B and code 0.75; 1.5B script 0.5)."""
     beta_high: float = 1.0
+    """β₂: gradient scale on high-clipped tokens; larger raises entropy (7B and code 1)."""
     dual_clip: Optional[float] = 10.0
+    """Dual-clip cap c (> 1) on A < 0 tokens, min(ℓ, −c·A); None = off (the scripts 10; the function default 3)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -426,8 +461,11 @@ class M2POClip(ClipRule):
 
     needs_off_policy = True
     budget: float = 0.04
+    """Budget τ_M2 on M₂, the harmful tokens' mean (log r)² (squared log-ratio, > 0); below it nothing is clipped."""
     min_eps_low: float = 0.3
+    """Floor of the lower clip width, ε_low = max(1 − e^{−τ}, this) (the code's miniclip 0.3)."""
     min_eps_high: float = 0.5
+    """Floor of the upper clip width, ε_high = max(e^{τ} − 1, this) (the code's miniclip 0.5)."""
 
     def __post_init__(self) -> None:
         check_range("m2po", "budget", self.budget, lo=0.0, lo_open=True)
@@ -472,9 +510,13 @@ class ESPOClip(ClipRule):
 
     requires = frozenset({"logprobs", "advantages", "old_entropy"})
     alpha: float = 0.02
+    """α in the group range ε_τ = (α/log|V|)·mean old entropy of the group (paper 0.02; sweep 0.01–0.10)."""
     quantile: float = 0.8
+    """Per-response old-entropy quantile splitting the K = 2 groups (0.8 = the top 20 %, as Archer)."""
     vocab_size: int = 151936
+    """|V| in ε_τ (Qwen3's 151936, the paper's models; set it to the tokenizer's vocabulary size)."""
     group_weighting: bool = True
+    """Weight ℓ_t by |o_i|/(K_i·|τ|) so every group of a response weighs the same (with seq-mean-token-mean)."""
 
     def __post_init__(self) -> None:
         check_range("espo", "alpha", self.alpha, lo=0.0, lo_open=True)
@@ -529,10 +571,15 @@ class EntropyRatioClip(ClipRule):
     needs_off_policy = True
     detach_metric = "entropy_ratio"
     eps_low: float = 0.2
+    """Lower clip width ε_low of the DAPO-style dual-clip PPO loss, bound 1 − ε_low."""
     eps_high: float = 0.28
+    """Upper clip width ε_high of the DAPO-style dual-clip PPO loss, bound 1 + ε_high."""
     dual_clip: Optional[float] = 10.0
+    """Dual-clip cap c (> 1) on A < 0 tokens, ℓ = min(ℓ, −c·A); None = no dual clip."""
     beta_low: float = 0.05
+    """β_low: a token whose entropy ratio ρ_t = H_θ/H_old ≤ 1 − β_low is detached (a fraction: 0.05 = −5 %)."""
     beta_high: float = 0.05
+    """β_high: a token with entropy ratio ρ_t ≥ 1 + β_high is detached (a fraction: 0.05 = +5 %)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -48,7 +48,9 @@ class ReferenceKL(KLPenalty):
 
     requires = frozenset({"logprobs", "ref_logprobs"})
     coef: float = 1e-3
+    """β: weight of the per-token KL estimate k(log π_θ − log π_ref) added to the loss (verl's kl_loss_coef 1e-3)."""
     estimator: str = "k3"
+    """KL estimator k: k1, k2, k3 or abs (k3 = verl's low_var_kl; entrolab.ops.kl says which gradient each gives)."""
 
     def __post_init__(self) -> None:
         check_range("ref_kl", "coef", self.coef, lo=0.0)

@@ -37,8 +37,11 @@ class KLCov(KLPenalty):
     requires = frozenset({"logprobs", "advantages"})
     needs_off_policy = True
     k: float = 2e-3
+    """Fraction k of valid tokens penalised, top ⌊k·N⌋ by Cov (not percent as code's k_percent; 7B 2e-3, 32B 2e-4)."""
     coef: float = 1.0
+    """β: weight of the penalty β·|log π_θ − log π_old| on the chosen tokens."""
     scope: str = "micro"
+    """'micro': rank per micro-batch with current log-probs; 'batch': once per rollout batch with π_old."""
 
     def __post_init__(self) -> None:
         check_range("kl_cov", "k", self.k, lo=0.0, hi=1.0, lo_open=True)
@@ -100,11 +103,17 @@ class ArcherKL(KLPenalty):
 
     requires = frozenset({"logprobs", "ref_logprobs", "entropy"})
     coef: float = 1e-3
+    """β_low: weight of the k-estimated KL to π_ref on low-entropy (knowledge) tokens."""
     high_entropy_coef: float = 0.0
+    """β_high: KL weight on high-entropy (reasoning) tokens (0 = not anchored)."""
     quantile: float = 0.8
+    """Per-response entropy quantile splitting the two classes (0.8 = the top 20 % are high-entropy)."""
     estimator: str = "k3"
+    """KL estimator against π_ref: k1, k2, k3 or abs."""
     entropy: str = "current"
+    """Entropy the split reads: 'current' (π_θ, detached) or 'old' (π_old, fixed per rollout batch)."""
     per_class_mean: bool = True
+    """Scale each class by N/N_class so its KL is a token-mean over its own mask, as the reference aggregates."""
 
     def __post_init__(self) -> None:
         check_range("archer_kl", "coef", self.coef, lo=0.0)
@@ -153,12 +162,19 @@ class ProRLKL(KLPenalty):
 
     requires = frozenset({"logprobs", "ref_logprobs"})
     coef: float = 1e-3
+    """β: weight of the KL to π_ref (verl's kl_loss_coef 1e-3, a choice: the paper's value was not found)."""
     estimator: str = "k3"
+    """KL estimator against π_ref: k1, k2, k3 or abs."""
     reset_every: int = 0
+    """End a stage (reset π_ref, and the optimizer if asked) every this many RL steps (0 = off)."""
     patience: int = 50
+    """End a stage after this many steps without improving `monitor` (0 = off; 50 is a choice, not the paper's)."""
     monitor: str = "reward/mean"
+    """Step-metric key watched for stagnation (the trainer's reward/mean; the paper watches validation)."""
     min_delta: float = 0.0
+    """Improvement over the stage's best (in the monitored metric's units) that counts as progress."""
     reset_optimizer: bool = True
+    """Also request reset_optimizer (fresh optimizer state) with each reference reset."""
     _state: dict = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -231,8 +247,11 @@ class APOKL(KLPenalty):
 
     requires = frozenset({"logprobs", "ref_logprobs", "advantages"})
     coef: float = 1e-3
+    """β: weight of the w-scaled KL to π_ref (train_grpo.sh 1e-3)."""
     estimator: str = "k3"
+    """KL estimator against π_ref: k1, k2, k3 or abs (train_grpo.sh k3)."""
     correct_threshold: float = 0.5
+    """A response counts as correct when its reward R > this (group difficulty d = 1 − #correct/G)."""
 
     def __post_init__(self) -> None:
         check_range("apo_kl", "coef", self.coef, lo=0.0)
@@ -271,11 +290,17 @@ class SENTKL(KLPenalty):
 
     requires = frozenset({"logprobs", "ref_logprobs", "advantages", "entropy"})
     quantile: float = 0.8
+    """Per-response entropy quantile: tokens with H ≤ it are low-entropy and get the KL."""
     coef: float = 1e-3
+    """β: weight of the KL to π_ref on low-entropy tokens (Archer's value for the same token class)."""
     estimator: str = "k3"
+    """KL estimator against π_ref: k1, k2, k3 or abs."""
     cov_k: float = 2e-3
+    """Fraction k of valid tokens N given the KL-Cov term: the top ⌊k·N⌋ low-entropy tokens by Cov (not percent)."""
     cov_coef: float = 1.0
+    """β_cov: weight of |log π_θ − log π_old| on that high-covariance subset (KL-Cov's 1)."""
     entropy: str = "current"
+    """Entropy the split reads: 'current' (π_θ, detached) or 'old' (π_old, fixed per rollout batch)."""
 
     def __post_init__(self) -> None:
         check_range("sent_kl", "quantile", self.quantile, lo=0.0, hi=1.0)

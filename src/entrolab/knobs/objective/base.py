@@ -56,6 +56,7 @@ class EntropyBonus(ObjectiveTerm):
 
     requires = frozenset({"entropy"})
     coef: float = 1e-3
+    """α in ℓ_t ← ℓ_t − α·H_t, per nat of entropy (verl's former entropy_coeff default 1e-3; negative lowers H)."""
 
     def __post_init__(self) -> None:
         check_range("entropy_bonus", "coef", self.coef)

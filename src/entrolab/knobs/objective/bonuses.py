@@ -36,11 +36,17 @@ class AdaptiveEntropyBonus(ObjectiveTerm):
 
     requires = frozenset({"entropy", "old_entropy"})
     target: float = 0.2
+    """Target entropy H* in nats per token (mean rollout entropy); the coefficient steps toward it (7B script 0.2)."""
     delta: float = 0.001
+    """Step Δ of the coefficient per RL step, c ← c + Δ·sign(H* − H_k) (7B script 0.001)."""
     init: float = 0.0
+    """Initial coefficient c₀ (paper's description: 0)."""
     coef_min: float = 0.0
+    """Lower clip c_min of the coefficient (7B script 0)."""
     coef_max: float = 0.5
+    """Upper clip c_max of the coefficient (7B script 0.5)."""
     gate: bool = True
+    """Apply the bonus only while H_k ≤ H* (α_k = 0 above the target), as the paper describes."""
     _ctl: EntropyController = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -108,10 +114,15 @@ class AdaptiveEntropyRegularization(ObjectiveTerm):
 
     requires = frozenset({"entropy", "old_entropy"})
     target_ratio: float = 0.5
+    """ρ of the initial-anchored target H* = ρ·H₀, H₀ the first step's rollout entropy (> 0; a reading)."""
     gain: float = 1e-3
+    """η of the coefficient update α ← clip(α − η·(H_k − H*), 0, α_max), per nat of error (a reading)."""
     init: float = 1e-3
+    """Initial coefficient α₀ (a reading)."""
     coef_max: float = 1e-2
+    """Upper clip α_max of the coefficient (a reading: where a fixed bonus made entropy explode in 2505.22617)."""
     correct_threshold: float = 1.0
+    """A response is correct when its reward ≥ this (accuracy for the difficulty d_q; a reading)."""
     _ctl: EntropyController = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -179,14 +190,23 @@ class AEnt(ObjectiveTerm):
     extras = frozenset({"clamped_entropy"})
     engine_primitives = frozenset({"policy_logits"})
     clamp_p: float = 0.25
+    """Fraction p of |V|, the lowest logits, dropped for H̃; 0 = full entropy (1.5B script 0.25; README 0.3)."""
     init: float = 3e-4
+    """Initial coefficient λ₀, held through the warm-up (OpenR1 1.5B script 3e-4; the README's config 2e-4)."""
     ent_low: float = 0.35
+    """Lower edge H_low of the target band for H̃, in nats per token (1.5B script 0.35)."""
     ent_high: float = 0.62
+    """Upper edge H_high of the target band for H̃, in nats per token (1.5B script 0.62)."""
     lr: float = 1e-4
+    """η: step of λ per nat of band error per RL step (1.5B script 1e-4)."""
     warmup: int = 156
+    """W: RL steps with λ = λ₀ before the controller acts (1.5B script 156)."""
     coef_min: float = 4e-5
+    """Lower clip λ_min of the coefficient (1.5B script 4e-5)."""
     coef_max: float = 1e-3
+    """Upper clip λ_max of the coefficient (1.5B script 1e-3)."""
     c_reg: float = 0.0
+    """c_reg: pull of λ back toward λ₀ in the update, η·c_reg·(λ − λ₀) (1.5B script 0)."""
     _ctl: EntropyController = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
     _meter: TokenMeanMeter = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
 
@@ -265,7 +285,9 @@ class StageEntropy(ObjectiveTerm):
     engine_primitives = frozenset({"tokenizer"})
     requires = frozenset({"entropy"})
     coef_reflection: float = 1e-3
+    """α_r: entropy bonus weight on reflection-stage tokens (a reading: the usual bonus scale)."""
     coef_answer: float = 1e-3
+    """α_a: entropy penalty weight on answer-stage tokens (a reading: the usual bonus scale)."""
 
     def __post_init__(self) -> None:
         check_range("aepo_stage_entropy", "coef_reflection", self.coef_reflection, lo=0.0)
@@ -319,12 +341,19 @@ class EPOSmoothing(ObjectiveTerm):
 
     requires = frozenset({"entropy", "old_entropy"})
     coef: float = 1e-3
+    """c_H: entropy bonus weight, ℓ_t ← ℓ_t − c_H·H_t (released code 1e-3)."""
     smooth_coef: float = 1.0
+    """c_s: weight of the smoothing penalty relative to c_H (released code 1)."""
     kappa_low: float = 0.8
+    """κ_l: lower edge of the band [κ_l·H̄_k, κ_h·H̄_k] around the turn's historical entropy (released code 0.8)."""
     kappa_high: float = 1.2
+    """κ_h: upper edge of that band, ≥ κ_l (released code 1.2)."""
     total_steps: int = 150
+    """E: RL steps over which the phase weight w(e) runs (the code's hard-coded max_epochs 150)."""
     penalty_from_turn: int = 0
+    """First turn index k the smoothing penalty covers (the code penalises k ≥ max_turns/2)."""
     phase_weight: bool = True
+    """Multiply the penalty by the phase weight w(e) of epo_phase_weight (False: w = 1)."""
     _sums: dict = field(init=False, repr=False, compare=False, default_factory=dict)
     _counts: dict = field(init=False, repr=False, compare=False, default_factory=dict)
     _pending: dict = field(init=False, repr=False, compare=False, default_factory=dict)
@@ -404,3 +433,4 @@ class EvolRLBonus(EntropyBonus):
     reward_source = "evol_rl"
     engine_primitives = frozenset({"reward_sources"})
     coef: float = 0.003
+    """α in ℓ_t ← ℓ_t − α·H_t (the README example's 0.003)."""

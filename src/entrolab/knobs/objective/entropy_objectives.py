@@ -28,7 +28,9 @@ class EntropyMinimization(ObjectiveTerm):
 
     requires = frozenset({"entropy"})
     coef: float = 1.0
+    """c in ℓ_t ← c·H_t, the weight of the minimised token entropy (1 = the plain token-mean entropy)."""
     replace_pg: bool = True
+    """Discard the policy-gradient surrogate (the method needs no reward); False adds c·H_t to it."""
 
     def __post_init__(self) -> None:
         check_range("entropy_minimization", "coef", self.coef, lo=0.0)
@@ -64,8 +66,11 @@ class FlowRL(ObjectiveTerm):
 
     requires = frozenset({"logprobs", "ref_logprobs", "advantages"})
     beta: float = 15.0
+    """β scaling the advantage r̂_i in the trajectory-balance residual Δ_i (compute_flowrl_objective 15)."""
     weight_clip: float = 0.2
+    """ε of the sequence importance weight w_i = clip(exp(Σ log r), 1 − ε, 1 + ε) (a fraction in [0, 1])."""
     num_buckets: int = 4096
+    """Size of the learned log Z table, indexed by prompt_id mod num_buckets (replaces the paper's MLP)."""
     _log_z: torch.nn.Parameter = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:

@@ -46,8 +46,11 @@ class ForkingTokens(TokenWeighting, ObjectiveTerm):
     """
 
     ratio: float = 0.2
+    """ρ: fraction of the batch's valid tokens kept, the top ⌈ρ·N⌉ by entropy (a fraction; entropy_top_ratio 0.2)."""
     scope: str = "batch"
+    """'batch': weights once per rollout batch (π_old), in prepare; 'micro': per micro-batch (current π_θ)."""
     normalizer: str = "selected"
+    """'selected': mean over the selected tokens, Σw·ℓ/Σw; 'all': over every valid token (code: selected)."""
 
     def __post_init__(self) -> None:
         check_range("forking_tokens", "ratio", self.ratio, lo=0.0, hi=1.0, lo_open=True)
@@ -76,10 +79,15 @@ class D3STokens(TokenWeighting, ObjectiveTerm):
     """
 
     ratio_start: float = 0.2
+    """ρ_start: keep ratio at step 0, the top ⌈ρ·N⌉ tokens by |A|·H (a fraction; a reading)."""
     ratio_end: float = 1.0
+    """ρ_end: keep ratio after schedule_steps (a fraction; 1 keeps every token; a reading)."""
     schedule_steps: int = 200
+    """K: RL steps of the linear relaxation from ρ_start to ρ_end (a reading)."""
     scope: str = "batch"
+    """'batch': weights once per rollout batch (π_old), in prepare; 'micro': per micro-batch (current π_θ)."""
     normalizer: str = "selected"
+    """'selected': mean over the selected tokens, Σw·ℓ/Σw; 'all': over every valid token."""
     _step: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
@@ -131,8 +139,11 @@ class HighEntropySteps(TokenWeighting, ObjectiveTerm):
     """
 
     ratio: float = 0.2
+    """ρ: fraction of the batch's steps kept, the top ⌈ρ·S⌉ by mean entropy (a fraction; a reading, 80/20)."""
     scope: str = "batch"
+    """'batch': weights once per rollout batch (π_old), in prepare; 'micro': per micro-batch (current π_θ)."""
     normalizer: str = "selected"
+    """'selected': mean over the selected tokens, Σw·ℓ/Σw; 'all': over every valid token."""
 
     def __post_init__(self) -> None:
         check_range("dart_gui", "ratio", self.ratio, lo=0.0, hi=1.0, lo_open=True)
@@ -182,11 +193,17 @@ class Steer(TokenWeighting, ObjectiveTerm):
     """
 
     mode: str = "exp"
+    """Weight map of |Ω|: 'exp' (w = clamp(exp(−k·|Ω|), w_min, 1), the code's default) or 'linear'."""
     w_min: float = 0.8
+    """Smallest token weight, given to the largest |Ω| (in (0, 1]; code 0.8)."""
     w_max: float = 1.0
+    """Largest token weight of the linear mode, given to the smallest |Ω| (≥ w_min; the code's linear 1.2)."""
     omega_floor: float = 0.02
+    """Floor of max |Ω| in the exp mode's k = −ln(w_min)/max(max|Ω|, floor) (code 0.02)."""
     scope: str = "micro"
+    """'micro': Ω per micro-batch from the current π_θ and H (code); 'batch': once per rollout batch (π_θ = π_old)."""
     normalizer: str = "all"
+    """'selected': mean over the selected tokens, Σw·ℓ/Σw; 'all': over every valid token (code: all)."""
 
     def __post_init__(self) -> None:
         check_choice("steer", "mode", self.mode, ("exp", "linear"))
@@ -232,11 +249,17 @@ class MaskMasteredPositives(TokenWeighting, ObjectiveTerm):
     """
 
     tau: float = 0.99
+    """τ: a token of a positive response is masked when its probability p(o_t) ≥ τ (paper 0.99)."""
     sigma: float = 0.2
+    """σ: masking is on only while the mean entropy H̄ < σ, in nats per token (paper 0.2)."""
     positive_reward: float = 1.0
+    """r⁺: a response is positive when its reward ≥ r⁺ (paper 1, binary rewards)."""
     entropy_scope: str = "response"
+    """Entropy compared with σ: 'response' (its own mean, the paper's) or 'batch' (the batch's mean)."""
     scope: str = "batch"
+    """'batch': weights once per rollout batch (π_old), in prepare; 'micro': per micro-batch (current π_θ)."""
     normalizer: str = "all"
+    """'selected': mean over the selected tokens, Σw·ℓ/Σw; 'all': over every valid token (paper: all)."""
     _ctl: EntropyController = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -297,9 +320,13 @@ class SimKO(ObjectiveTerm):
     engine_primitives = frozenset({"rollout_logits", "policy_logits"})
     requires = frozenset({"logprobs", "advantages", "old_entropy"})
     top_k: int = 3
+    """K: number of top candidate tokens the positive ratio's gradient is spread over (code 3)."""
     alpha: float = 0.01
+    """α: share of the smoothed top-K part in r̃ = (1 − α)·r + (α/K)·Σ_k ... (a fraction; code 0.01)."""
     tau: float = 0.8
+    """τ: per-response entropy quantile; tokens above it are forking (0.8 = the top 20 %; code 0.8)."""
     neg_scale: float = 1.1
+    """Advantage scale on top-1 sampled tokens of incorrect responses at forking tokens (code 1.1)."""
     _clip: Any = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
@@ -371,12 +398,19 @@ class PositiveAdvantageReweight(ObjectiveTerm):
 
     requires = frozenset({"advantages", "old_entropy"})
     schedule: str = "entropy"
+    """How λ is scheduled: 'entropy' (controller, the paper's main), 'stage' or 'epoch'."""
     target: float = 0.2
+    """δ: entropy threshold in nats per token; λ falls while H_k < δ, else rises (schedule entropy; paper 0.2)."""
     delta: float = 0.05
+    """Δ: step of λ per RL step (schedule entropy; paper 0.05)."""
     init: float = 0.0
+    """Initial weight λ₀ of positive-advantage tokens (paper 0)."""
     total_steps: int = 0
+    """RL steps of the stage schedule: λ = 0 for the first half, then linear 0 → 1 (needs ≥ 2)."""
     num_epochs: int = 0
+    """E of the epoch schedule, λ = (e − 1)/(E − 1) in epoch e (needs ≥ 2)."""
     steps_per_epoch: int = 0
+    """RL steps per epoch of the epoch schedule (needs ≥ 1)."""
     _ctl: EntropyController = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
     _step: int = field(init=False, repr=False, compare=False, default=0)
 
@@ -442,10 +476,15 @@ class EntroPIC(ObjectiveTerm):
 
     requires = frozenset({"logprobs", "advantages", "old_entropy"})
     target: float = 0.2
+    """Target entropy H* in nats per token (no published default; the code disables control with −1; a reading)."""
     kp: float = 1.0
+    """K_p: proportional gain on e_k = H_k − H*, per nat (code 1)."""
     ki: float = 0.01
+    """K_i: integral gain on the summed error, per nat per step (code 0.01)."""
     high_prob: float = 0.95
+    """p_hi: tokens with π_θ(o_t) > p_hi are the ones reweighted (a probability; code 0.95)."""
     alpha_max: float = 1.0
+    """Bound of the control output, α ∈ [−alpha_max, alpha_max] (code 1)."""
     _ctl: EntropyController = field(init=False, repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:

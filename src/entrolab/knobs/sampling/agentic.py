@@ -199,10 +199,15 @@ class ARPOSampling(AgenticBranching):
     reasoning script (n = 16 there; with a smaller ``rollout.n`` lower ``initial_rollouts`` to keep a budget)."""
 
     initial_rollouts: int = 8
+    """Rows started per prompt, capped at n = rollout.n; the rest of the budget is for branches (7B script 8)."""
     beam_size: int = 2
+    """Rows per branching point: up to beam_size − 1 extra branches per observation (1 = never branch)."""
     branch_probability: float = 0.5
+    """τ ∈ [0, 1]: branch iff clip(U − w·ΔH, 0, 1) ≤ τ, U uniform (7B script 0.5)."""
     entropy_weight: float = 0.2
+    """w: weight of the segment entropy change ΔH (entropy normalised by log|V|) (7B script 0.2)."""
     entropy_tokens: int = ENTROPY_TOKENS
+    """k: first tokens of a segment summed into its entropy H_seg (the code's 20)."""
 
     def __post_init__(self) -> None:
         self._check("arpo")
@@ -221,13 +226,21 @@ class AEPODongSampling(AgenticBranching):
     ``pre_monitoring`` is off."""
 
     initial_rollouts: int = 8
+    """Rows started per prompt when pre_monitoring is off, capped at n = rollout.n."""
     beam_size: int = 2
+    """Rows per branching point: up to beam_size − 1 extra branches per observation (1 = never branch)."""
     branch_probability: float = 0.5
+    """τ ∈ [0, 1]: branch iff clip((U + w·ΔH)·max(0, 1 − γ·l), 0, 1) ≥ τ (code 0.5)."""
     entropy_weight: float = 0.2
+    """w: weight of the segment entropy change ΔH (entropy normalised by log|V|) (code 0.2)."""
     entropy_tokens: int = ENTROPY_TOKENS
+    """k: first tokens of a segment summed into its entropy H_seg (the code's 20)."""
     pre_monitoring: bool = True
+    """Split the budget by one discarded tool pre-rollout per prompt (the paper's method; the script runs off)."""
     monitor_beta: float = 0.5
+    """β in m = clip(⌊n·σ(β·(H_root − H̄_tool))⌋ + 1, 1, n) initial rows (code 0.5)."""
     branch_penalty: float = 0.05
+    """γ ∈ [0, 1]: branch chance scaled by max(0, 1 − γ·l), l consecutive branchings on the path (code 0.05)."""
 
     def __post_init__(self) -> None:
         self._check("aepo_dong")

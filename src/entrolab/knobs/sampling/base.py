@@ -89,6 +89,7 @@ class RewardStdFilter(SamplingStrategy):
     (``rollout_filter_ratio: 0.25``, ``rollout_filter_type: std``)."""
 
     keep_ratio: float = 0.25
+    """p: fraction of the batch's groups kept, the top ⌊p·#groups⌋ by reward std (RAGEN rollout_filter_ratio 0.25)."""
 
     def __post_init__(self) -> None:
         check_range("reward_std_filter", "keep_ratio", self.keep_ratio, lo=0.0, hi=1.0, lo_open=True)

@@ -32,9 +32,13 @@ class SemanticEntropyCurriculum(SamplingStrategy):
     """
 
     pool_size: int = 64
+    """Prompts drawn from the stream per pool, which is sorted by semantic entropy and split into stages."""
     stages: int = 2
+    """Number of equal stages a sorted pool is split into, served lowest semantic entropy first."""
     samples: int = 4
+    """M: answers sampled per prompt to estimate its semantic entropy (a reading: 4)."""
     equivalence: str = "math"
+    """How the M answers are clustered: 'math' (math-verify) or 'exact'."""
     queue: list = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:

@@ -98,8 +98,11 @@ class MentorRollout(SamplingStrategy):
     """
 
     mixed: int = 4
+    """N₂: extra rollouts per prompt from the expert mixture π_mix, on top of rollout.n (0 = none)."""
     on_policy: Optional[int] = None
+    """N₁: on-policy rollouts per prompt; None = rollout.n (script 8)."""
     entropy_p: float = 0.95
+    """p: γ_p is the p-quantile of the on-policy token entropies; expert weight w_t = min(1, H_t/γ_p)."""
 
     def __post_init__(self) -> None:
         check_range("mentor", "mixed", self.mixed, lo=0)
@@ -170,8 +173,11 @@ class EDGEGuidedErrorCorrection(SamplingStrategy):
     """
 
     p_regenerate: float = 0.5
+    """Probability a wrong response gets the 'Wait!' cue and a new continuation; else the answer injection."""
     continuation_tokens: Optional[int] = None
+    """Most new tokens of a regenerated continuation; None = rollout.max_new_tokens (code 256)."""
     train_injected: bool = True
+    """Train the injected text (and an answer injection's EOS); False trains only sampled continuations."""
 
     def __post_init__(self) -> None:
         check_range("edge_gec", "p_regenerate", self.p_regenerate, lo=0.0, hi=1.0)

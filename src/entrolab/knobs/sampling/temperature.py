@@ -40,11 +40,17 @@ class AEPOTemperature(SamplingStrategy):
     """
 
     target_entropy: float = 0.5
+    """H_target, nats per token: T_high while last step's mean entropy ≤ it, else T_low."""
     temperature_high: float = 1.2
+    """T_high: temperature of the extra rollouts while entropy is at or below the target."""
     temperature_low: float = 0.8
+    """T_low: temperature of the extra rollouts while entropy is above the target."""
     reinforce_samples: int = 60
+    """S: rows replaced by REINFORCE samples (S/2 above target; capped by the batch; paper 60)."""
     prompt_fraction: float = 0.25
+    """Fraction of the step's prompts (the first ones) sampled n more times at the controlled T."""
     positive_threshold: float = 0.05
+    """Extra rollouts whose in-group GRPO advantage exceeds this become REINFORCE samples."""
     h_prev: Optional[float] = field(default=None, init=False)
     temperature: Optional[float] = field(default=None, init=False)
 

@@ -94,10 +94,15 @@ class EPTree(SamplingStrategy):
     """
 
     trees: int = 6
+    """M: full responses (trees) sampled per prompt (treerl-qw14b.sh m = 6)."""
     forks: int = 2
+    """N: highest-scoring tokens of each tree forked per iteration (treerl-qw14b.sh n = 2)."""
     iterations: int = 1
+    """L: forking rounds (treerl-qw14b.sh l = 1)."""
     branches: int = 2
+    """T: continuations forked from each chosen prefix (treerl-qw14b.sh t = 2)."""
     score: str = "surprisal"
+    """Fork score: 'surprisal' −log π(o_t) (the code's cross-entropy) or 'entropy' H_t."""
 
     def __post_init__(self) -> None:
         for k in ("trees", "branches"):
@@ -127,8 +132,11 @@ class ETMR(SamplingStrategy):
     """
 
     trees: Optional[int] = None
+    """M: trees per prompt, each from one full sample; None = rollout.n."""
     forks: int = 3
+    """N: highest-entropy positions of each sample used as forks (typical 3)."""
     branches: int = 2
+    """B: continuations per fork, each to completion (typical 2)."""
 
     def __post_init__(self) -> None:
         if self.trees is not None:
@@ -157,8 +165,11 @@ class FR3ERollout(SamplingStrategy):
     """
 
     states: int = 2
+    """K: highest-entropy positions of a base trajectory used as intermediate states (not reported: a reading)."""
     per_state: int = 4
+    """M: continuations sampled from each state, one group (not reported: a reading)."""
     bases: int = 1
+    """How many of a prompt's base trajectories (the first ones) are explored from."""
 
     def __post_init__(self) -> None:
         check_range("fr3e", "states", self.states, lo=0)
@@ -214,10 +225,15 @@ class CURERollout(SamplingStrategy):
     """
 
     n1: Optional[int] = None
+    """Responses sampled per prompt; None = rollout.n (paper 4)."""
     n2: int = 3
+    """Continuations sampled from each critical prefix q ⊕ o_<k."""
     critical_top_k: int = 20
+    """The critical index is drawn uniformly from a response's top-k entropy valid tokens."""
     min_chars: int = 2
+    """A valid critical token decodes to at least this many non-space characters (the code skips ≤ 1)."""
     dynamic_sampling: bool = True
+    """Drop groups whose rewards all tie and regenerate (DAPO's dynamic sampling)."""
 
     def __post_init__(self) -> None:
         if self.n1 is not None:
@@ -284,9 +300,13 @@ class EntropyDynamicRollout(SamplingStrategy):
     """
 
     alpha: float = 0.5
+    """α: base branching probability, SP = clip(α + ΔH, 0, 1), ΔH entropy change normalised by ln|V|."""
     branches: int = 2
+    """Sequences a branching step splits into."""
     markers: str = "<hard>|Wait|However|Alternatively"
+    """``|``-separated strings whose completion marks an easy→hard transition (ADR's ``<hard>``, reflection words)."""
     max_rows: Optional[int] = None
+    """Most rows per prompt; None = 2n."""
 
     def __post_init__(self) -> None:
         check_range("edr", "branches", self.branches, lo=2)
