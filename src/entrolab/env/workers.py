@@ -20,8 +20,9 @@ of long-lived worker processes, never in the trainer's process:
   that dies takes only its own call with it. Nothing raises out of :meth:`WorkerPool.run` for bad input.
 
 Bound on waiting. :meth:`WorkerPool.run` runs a batch of calls on ``workers`` processes in parallel, so it returns
-within ``ceil(len(calls) / workers) × limit_s`` seconds, plus about one worker start-up (≈ 0.4 s on an idle 2-core
-machine, more under load) for each round in which a worker had to be replaced.
+within ``ceil(len(calls) / workers) × limit_s`` seconds when at most ``spares`` workers are killed per round: the pool
+keeps ``spares`` (default 1) started workers in reserve, which take over at once. Each further kill in the same round
+adds a worker start-up (≈ 1 s on a 2-core machine: importing math-verify is most of it).
 
 Determinism. Workers run with ``PYTHONHASHSEED=0`` and one thread for BLAS/OpenMP; a call's result does not depend
 on which worker ran it.
@@ -143,8 +144,9 @@ _BOOT = "from entrolab.env.workers import _worker_main; _worker_main()"
 
 
 class WorkerPool:
-    """``workers`` worker processes, each capped at ``memory_mb`` MB of address space; :meth:`run` runs a batch of
-    :class:`Call` with a per-call limit of ``limit_s`` seconds and returns one :class:`Outcome` per call, in order.
+    """``workers`` worker processes (plus ``spares`` idle ones kept warm), each capped at ``memory_mb`` MB of address
+    space; :meth:`run` runs a batch of :class:`Call` with a per-call limit of ``limit_s`` seconds, at most ``workers``
+    at a time, and returns one :class:`Outcome` per call, in order.
 
     Workers start on first use (or :meth:`start`) and stay up between batches; a worker is replaced after it is
     killed, dies, or runs out of memory. :attr:`stats` counts ``started``, ``timeouts``, ``oom``, ``errors`` and
@@ -154,14 +156,17 @@ class WorkerPool:
 
     def __init__(self, workers: Optional[int] = None, memory_mb: int = DEFAULT_MEMORY_MB,
                  preload: Sequence[str] = ("entrolab.env.rewards", "entrolab.env.equivalence", "math_verify"),
-                 startup_timeout_s: float = STARTUP_TIMEOUT_S):
+                 startup_timeout_s: float = STARTUP_TIMEOUT_S, spares: int = 1):
         workers = default_workers() if workers is None else workers
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"WorkerPool.workers must be an integer >= 1, got {workers!r}")
         if not isinstance(memory_mb, int) or memory_mb < 64:
             raise ValueError(f"WorkerPool.memory_mb must be an integer >= 64 (a worker with math-verify maps "
                              f"≈ 70 MB), got {memory_mb!r}")
+        if not isinstance(spares, int) or spares < 0:
+            raise ValueError(f"WorkerPool.spares must be an integer >= 0, got {spares!r}")
         self.size = workers
+        self.spares = spares
         self.memory_mb = memory_mb
         self.preload = tuple(preload)
         self.startup_timeout_s = float(startup_timeout_s)
@@ -205,7 +210,7 @@ class WorkerPool:
         if os.getpid() != self._pid:  # a forked copy of this object: the workers belong to the parent
             self._workers = []
             self._pid = os.getpid()
-        while len(self._workers) < self.size:
+        while len(self._workers) < self.size + self.spares:
             self._workers.append(self._spawn())
 
     def _retire(self, w: _Worker) -> None:
@@ -266,11 +271,17 @@ class WorkerPool:
         while queue or any(w.job is not None for w in self._workers):
             self._fill()
             now = time.monotonic()
-            for w in self._workers:
-                if queue and w.ready and w.job is None:
+            for w in list(self._workers):
+                if queue and w.ready and w.job is None and sum(x.job is not None for x in self._workers) < self.size:
+                    if w.proc.poll() is not None:  # died while idle: replace it, its next call is not to blame
+                        self.stats["deaths"] += 1
+                        self._retire(w)
+                        continue
                     i = queue.popleft()
                     if not self._send(w, calls[i], i, soft, limit_s):
-                        out[i] = self._died(w, i)
+                        queue.appendleft(i)
+                        self.stats["deaths"] += 1
+                        self._retire(w)
             busy = [w for w in self._workers if w.job is not None]
             starting = [w for w in self._workers if not w.ready]
             if not busy and not starting:
@@ -312,6 +323,7 @@ class WorkerPool:
                                                  now - w.sent))
                 elif not w.ready and now >= w.started + self.startup_timeout_s:
                     self._start_failed(w, f"it did not report ready within {self.startup_timeout_s:g} s")
+        self._fill()  # replacements for killed workers start now, in the background, not at the next batch
         return [o for o in out if o is not None]
 
     def _send(self, w: _Worker, call: Call, i: int, soft: float, limit_s: float) -> bool:
