@@ -799,10 +799,11 @@ class RewardFunction:
         self._reported = {k: now[k] for k in COUNTERS}
         return out
 
-    def start(self) -> "RewardFunction":
-        """Start the worker pool now (in the background), so that the first step does not wait for it."""
+    def start(self, wait: bool = False) -> "RewardFunction":
+        """Start the worker pool now, in the background (or, with ``wait``, until it is ready: ≈ 1 s), so that the
+        first step does not wait for it."""
         if self._pool_context() is not None:
-            shared_pool(self.workers, self.memory_mb).start()
+            shared_pool(self.workers, self.memory_mb).start(wait=wait)
         return self
 
     def close(self) -> None:

@@ -52,6 +52,8 @@ import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+
+wait_for = wait
 from typing import Any, Optional, Sequence
 
 __all__ = ["Call", "Context", "Outcome", "PoolError", "WorkerPool", "DEFAULT_LIMIT_S", "DEFAULT_MEMORY_MB",
@@ -177,10 +179,26 @@ class WorkerPool:
         self._failed_starts = 0
 
     # -- lifecycle -----------------------------------------------------------------------------------------------------
-    def start(self) -> "WorkerPool":
-        """Start the workers now (they start in parallel and in the background; :meth:`run` waits for them)."""
+    def start(self, wait: bool = False) -> "WorkerPool":
+        """Start the workers now, in parallel and in the background (:meth:`run` waits for them); with ``wait``,
+        return once every worker is ready (≈ 1 s: importing math-verify is most of it)."""
         with self._lock:
             self._fill()
+            while wait and any(not w.ready for w in self._workers):
+                starting = [w for w in self._workers if not w.ready]
+                timeout = max(0.0, min(w.started for w in starting) + self.startup_timeout_s - time.monotonic())
+                for conn in wait_for([w.rx for w in starting], timeout):
+                    w = next(x for x in self._workers if x.rx is conn)
+                    try:
+                        json.loads(w.rx.recv_bytes())
+                        w.ready = True
+                        self._failed_starts = 0
+                    except (EOFError, OSError, ValueError):
+                        self._start_failed(w)
+                now = time.monotonic()
+                for w in [x for x in self._workers if not x.ready and now >= x.started + self.startup_timeout_s]:
+                    self._start_failed(w, f"it did not report ready within {self.startup_timeout_s:g} s")
+                self._fill()
         return self
 
     def _spawn(self) -> _Worker:
