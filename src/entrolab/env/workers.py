@@ -452,6 +452,14 @@ def _worker_main() -> None:  # pragma: no cover - runs in the worker process (ex
     import resource
     import signal
 
+    try:  # Linux: die with the parent even while stuck in a C call (otherwise EOF on the pipe ends an idle worker)
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent is already gone
+            return
+    except (OSError, AttributeError):
+        pass
     # The protocol uses private copies of stdin/stdout; a reward's print() goes to stderr instead.
     rx = Connection(os.dup(0), writable=False)
     tx = Connection(os.dup(1), readable=False)
