@@ -82,7 +82,7 @@ def test_infinite_loop_times_out_and_the_next_call_still_runs(isolation):
 
 def test_subprocess_has_an_address_space_limit():
     # Interpreter limits relaxed so that only the OS limit (RLIMIT_AS = memory_mb) can stop the 80 MB list.
-    relaxed = SandboxLimits(memory_mb=48, max_seq_len=10 ** 9, max_alloc_bytes=10 ** 12)
+    relaxed = SandboxLimits(memory_mb=48, max_seq_len=10 ** 9, max_alloc_bytes=10 ** 12, max_value_items=10 ** 12)
     (r,) = run_programs(["x = [0] * (10 ** 7)\nlen(x)"], relaxed, isolation="process")
     assert r.kind == "limit" and "memory" in r.text
     (r,) = run_programs(["x = [0] * (10 ** 5)\nlen(x)"], relaxed, isolation="process")

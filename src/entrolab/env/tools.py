@@ -43,8 +43,10 @@ class ToolEnvironment:
     """The calculator tool: call format, sandbox limits, and the per-response call budget.
 
     ``max_calls`` = 5 is ARPO's ``tools.call_limit`` default (2507.19849 code; AEPO's config uses 6).
-    ``isolation``: ``"process"`` runs calls in a resource-limited subprocess, ``"inline"`` in this process with the
-    interpreter's limits only (faster; for tests and trusted use).
+    ``isolation``: ``"process"`` runs calls in a resource-limited subprocess, where one call's crash, kill or
+    overrun is only that call's result (:func:`entrolab.env.sandbox.run_programs`); ``"inline"`` runs them in this
+    process with the interpreter's limits only (no memory cap, no kill): for scripted, trusted programs in tests,
+    never for model output — the tool task accepts only ``"process"``.
     """
 
     max_calls: int = 5
@@ -129,6 +131,9 @@ class ToolArithmeticTask(_SyntheticTask):
                             f"got {difficulty!r}")
         if not 0.0 < heldout_fraction < 1.0:
             raise TaskError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+        if tool_isolation != "process":
+            raise TaskError(f"tool_arithmetic: tool_isolation must be 'process' (model-written programs run only in "
+                            f"the resource-limited subprocess), got {tool_isolation!r}")
         try:
             self.tools = ToolEnvironment(max_calls=int(max_tool_calls), isolation=tool_isolation)
         except ValueError as e:
