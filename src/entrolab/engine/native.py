@@ -89,8 +89,8 @@ class NativeEngine:
         return format_prompt(self.tokenizer, example.prompt, self.system_prompt, getattr(self.task, "fewshot", None))
 
     def score(self, texts: list[str], examples: list) -> tuple[torch.Tensor, list[bool]]:
-        """The verifier's ``(rewards (B,), correct)``."""
-        scored = [self.reward.score(t, ex) for t, ex in zip(texts, examples)]
+        """The verifier's ``(rewards (B,), correct)``, scored in parallel in the reward's bounded worker pool."""
+        scored = self.reward.score_batch(texts, examples)
         return torch.tensor([r for r, _ in scored], dtype=torch.float32), [bool(ok) for _, ok in scored]
 
     # ------------------------------------------------------------------------------------------------ rollout

@@ -79,6 +79,14 @@ class DataConfig:
     (majority selects, novelty varies); works with any method (the verifier still gives reward/accuracy). See
     env/reward_sources.py."""
 
+    reward_limit_s: float = 5.0
+    """Wall-clock seconds one completion's reward may take (in a worker process); past it the reward is 0 and
+    counted in reward/timeouts."""
+    reward_memory_mb: int = 1024
+    """Memory cap of each reward worker process in MB; a completion that exceeds it scores 0 (reward/oom)."""
+    reward_workers: Optional[int] = None
+    """Reward worker processes (None = min(4, CPUs)); rewards of one batch are scored in parallel."""
+
     TASK_SETTINGS = ("difficulty", "path", "prompt_key", "answer_key")
 
     def validate(self) -> None:
@@ -87,6 +95,11 @@ class DataConfig:
             raise ConfigError("data.path is required with data.task=file (a JSONL/Parquet/CSV file or a datasets dir)")
         _min("data.heldout_size", self.heldout_size, 0)
         _choice("data.reward_source", self.reward_source, REWARD_SOURCES.names())
+        if not (isinstance(self.reward_limit_s, float) and 0 < self.reward_limit_s < float("inf")):
+            raise ConfigError(f"data.reward_limit_s = {self.reward_limit_s!r} must be a number of seconds > 0")
+        _min("data.reward_memory_mb", self.reward_memory_mb, 64)
+        if self.reward_workers is not None:
+            _min("data.reward_workers", self.reward_workers, 1)
 
     def build_task(self, seed: int):
         """The task, from ``data.task`` and its settings (a setting the task does not take is an error)."""

@@ -26,9 +26,9 @@ def evaluate(engine: Any, examples: Sequence[Any], n_samples: int, k: int) -> di
     prompts = [engine.format(ex) for ex in examples]
     greedy = engine.generation.plain(prompts, 1, greedy=True)
     sampled = engine.generation.plain(prompts, n_samples)
-    g_ok = [ok for (_, ok) in (engine.reward.score(t, ex) for t, ex in zip(engine.generation.decode(greedy), examples))]
+    g_ok = engine.score(engine.generation.decode(greedy), list(examples))[1]
     texts = engine.generation.decode(sampled)
-    oks = [engine.reward.score(t, examples[i // n_samples])[1] for i, t in enumerate(texts)]
+    oks = engine.score(texts, [examples[i // n_samples] for i in range(len(texts))])[1]
     per_q = [sum(oks[i * n_samples:(i + 1) * n_samples]) for i in range(len(examples))]
     return {
         "eval/accuracy": float(np.mean(g_ok)),

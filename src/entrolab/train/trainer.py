@@ -76,7 +76,8 @@ class Trainer:
                                     keep_hidden=any(p.needs_hidden for p in self.probes))
         self.engine = NativeEngine(
             model, tokenizer, self.objective, task,
-            build_reward(task, format_weight=c.data.format_reward, custom=c.data.reward_fn), settings,
+            build_reward(task, format_weight=c.data.format_reward, custom=c.data.reward_fn, limit_s=c.data.reward_limit_s,
+                         memory_mb=c.data.reward_memory_mb, workers=c.data.reward_workers).start(), settings,
             self.generator, reward_source=c.reward_source(), system_prompt=c.data.system_prompt,
             expert_fn=lambda: load_expert(c.model.expert, c.model.name, self.model, c.model.dtype, c.seed))
         # Policy parameters, plus any a method component owns (e.g. a learned log-partition head).
@@ -157,7 +158,8 @@ class Trainer:
         metrics.update(update_metrics)
         metrics.update(diag)
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
-        metrics["reward/errors"] = float(getattr(self.engine.reward, "errors", 0))  # reward-function exceptions so far
+        counts = self.engine.reward.counters()  # rewards that failed, ran out of time or memory, or were refused, so far
+        metrics.update({f"reward/{k}": float(counts[k]) for k in ("errors", "timeouts", "oom", "refused")})
         self._check_finite(update_metrics)
 
         if c.eval.every and ((step + 1) % c.eval.every == 0 or step + 1 == c.optim.steps) and self.heldout:
