@@ -14,7 +14,8 @@ Two families of entry points:
 * logits level (:func:`token_logprobs`, :func:`token_entropy`,
   :func:`logprobs_and_entropy`) take materialised logits ``(..., V)``.  They
   are differentiable through a custom backward that keeps only the logits and
-  two floats per row (no softmax-sized activations).
+  three floats per row, two for :func:`token_logprobs` (no softmax-sized
+  activations).
 * hidden level (:func:`fused_logprobs_entropy`) takes final hidden states and
   the LM-head weight and never holds more than ``chunk_size x V`` logits, in
   forward or backward (backward recomputes each chunk's logits).
@@ -26,6 +27,22 @@ Backward for one row, with upstream gradients ``a = dL/dlogp``, ``b = dL/dH``::
     dL/dz'    = a * (onehot(y) - p) - b * p * (log p + H)
     dL/dz     = dL/dz' / T
     dL/dh     = dL/dz @ W,  dL/dW = (dL/dz)^T @ h,  dL/dbias = sum_rows dL/dz
+
+Both passes work on the *shifted* scaled logits ``s = z' - m`` with one per-row
+shift ``m`` (the row max of ``z'``), and the backward rebuilds ``s`` with the
+very same operation and the saved ``m``, so it sees the forward's numbers.
+With ``S = sum_v exp(s_v)`` and ``mu = sum_v p_v s_v``::
+
+    log p  = s - log S,   p = exp(s) / S,   log p + H = s - mu
+    dL/dz' = a * onehot(y) - (exp(s) / S) * (a + b * (s - mu))
+
+Only per-row scalars (``m``, ``S``, ``mu``) are saved.  Rebuilding ``log p`` as
+``z' - lse`` instead would go through ``lse = m + log S`` rounded to float32:
+at ``|z'| ~ 70`` that rounding is up to ``2**-18 ~ 3.8e-6`` (half an ulp at
+64..128), i.e. a relative error of that size in every ``p`` of the row.  For
+``T != 1`` the shift is one fused multiply-add, ``s = z * (1/T) - m``, rounded
+once at the size of ``s`` (small near the row max, where ``p`` matters), not at
+the size of ``z'``.
 """
 
 from __future__ import annotations
@@ -130,15 +147,15 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 # --------------------------------------------------------------------------
 # per-chunk numerics: no autograd, in place on scratch buffers
 # --------------------------------------------------------------------------
-def _row_stats(s: Tensor, e: Tensor, m: Tensor, y: Optional[Tensor], want_h: bool, safe: bool):
-    """Row statistics from shifted scaled logits ``s = z' - m`` (``m`` = row max, (k, 1)).
+def _row_stats(s: Tensor, e: Tensor, y: Optional[Tensor], want_h: bool, safe: bool):
+    """Row statistics from shifted scaled logits ``s = z' - m`` (``m`` = row max).
 
-    With ``S = sum_v exp(s_v)``: ``lse = m + log S``, ``logp = s_y - log S``,
-    ``H = log S - sum_v exp(s_v) s_v / S``.  ``e`` is scratch of ``r <= k``
+    With ``S = sum_v exp(s_v)`` and ``mu = sum_v exp(s_v) s_v / S`` (``= E_p[s]``):
+    ``logp = s_y - log S``, ``H = log S - mu``.  ``e`` is scratch of ``r <= k``
     rows; the chunk is walked in blocks of ``r`` rows with the passes exp
     (into ``e``), sum, in-place multiply, sum.  ``s`` is left intact.
-    Returns ``(logp or None, lse, H or None, masked)`` where ``masked`` says
-    that some logit was -inf (only checked when ``safe``).
+    Returns ``(logp or None, S, mu or None, H or None, masked)`` where
+    ``masked`` says that some logit was -inf (only checked when ``safe``).
     """
     k = s.shape[0]
     r = e.shape[0]
@@ -163,48 +180,80 @@ def _row_stats(s: Tensor, e: Tensor, m: Tensor, y: Optional[Tensor], want_h: boo
             eb.mul_(sb).masked_fill_(torch.isneginf(sb), 0.0)
             torch.sum(eb, 1, out=dot[j : j + q])
     log_se = se.log()
-    lse = m.squeeze(1) + log_se
     logp = None if y is None else s.gather(1, y.unsqueeze(1)).squeeze(1).sub_(log_se)
-    h = log_se.sub_(dot.div_(se)) if want_h else None
-    return logp, lse, h, masked
+    mu = dot.div_(se) if want_h else None
+    h = log_se.sub_(mu) if want_h else None
+    return logp, se, mu, h, masked
+
+
+def _shift(z: Tensor, m: Tensor, inv_t: float, out: Tensor) -> Tensor:
+    """``out <- z / T - m`` (``m`` per row, (k, 1), in accumulation dtype); ``out`` may be ``z``.
+
+    For ``T != 1`` this is ``add(-m, z, alpha=1/T)``, one fused multiply-add
+    per element (rounded once, at the size of the result), so ``z / T`` is
+    never rounded on its own at the size of ``z / T``.  Forward and backward
+    both call this with the same ``m`` and get bitwise the same ``s``.
+    """
+    if inv_t == 1.0:
+        return torch.sub(z, m, out=out)  # upcasts bf16/fp16 z in the same pass
+    return torch.add(m.neg(), z, alpha=inv_t, out=out)
+
+
+def _row_shift(z: Tensor, inv_t: float, acc: torch.dtype) -> Tensor:
+    """Per-row shift ``m = max_v z_v / T`` ((k, 1), accumulation dtype)."""
+    m = z.amax(1, keepdim=True).to(acc)
+    return m if inv_t == 1.0 else m.mul_(inv_t)
 
 
 def _grad_rows(
-    logp: Tensor,
-    p: Optional[Tensor],
+    s: Tensor,
+    e: Optional[Tensor],
     y: Optional[Tensor],
-    h: Optional[Tensor],
+    se: Tensor,
+    mu: Optional[Tensor],
     g_lp: Optional[Tensor],
     g_h: Optional[Tensor],
     masked: bool,
 ) -> Tensor:
-    """In place: ``logp <- g_lp*(onehot(y) - p) - g_h * p * (logp + H)``, ``p = exp(logp)``.
+    """In place: ``s <- g_lp*(onehot(y) - p) - g_h * p * (log p + H)``.
 
-    ``logp = z' - lse`` is a chunk (k, V); it is overwritten with ``dL/dz'``
-    and returned.  ``p`` is scratch of ``r <= k`` rows (needed only when
-    ``g_h`` is given; the chunk is walked in blocks of ``r`` rows).  The
-    ``g_*`` are per-row (k,) and may already carry the ``1/T`` of ``dz'/dz``.
+    ``s = z' - m`` is a chunk (k, V) of shifted scaled logits, bitwise as the
+    forward built it; ``se = S = sum_v exp(s_v)`` and ``mu = E_p[s]`` are the
+    forward's per-row (k,) statistics.  With ``p = exp(s) / S`` and
+    ``log p + H = (s - log S) + (log S - mu) = s - mu`` the result is
+    ``g_lp * onehot(y) - exp(s) * [(g_lp - g_h mu) / S + (g_h / S) s]``: all of
+    ``S``, ``mu``, ``g_*`` go into two per-row coefficients, and neither
+    ``log p`` nor ``lse`` is ever formed (no rounding at the size of ``z'``).
+    ``s`` is overwritten with ``dL/dz'`` and returned.  ``e`` is scratch of
+    ``r <= k`` rows (needed only when ``g_h`` is given; the chunk is walked in
+    blocks of ``r`` rows).  The ``g_*`` are per-row (k,) and may already carry
+    the ``1/T`` of ``dz'/dz``.
     """
+    inv_se = se.reciprocal()
     if g_h is None:
-        logp.exp_().mul_(g_lp.neg().unsqueeze(1))  # -g_lp * p
+        s.exp_().mul_(g_lp.neg().mul_(inv_se).unsqueeze(1))  # -g_lp * p
     else:
-        coef = g_h * h if g_lp is None else torch.addcmul(g_lp, g_h, h)
-        neg_gh = g_h.neg().unsqueeze(1)
-        coef = coef.unsqueeze(1)
-        k, r = logp.shape[0], p.shape[0]
+        # lb <- -(c1 * s + c0) * exp(s), c1 = g_h / S, c0 = (g_lp - g_h mu) / S
+        if g_lp is None:
+            c0 = torch.mul(g_h, mu).neg_()
+        else:
+            c0 = torch.addcmul(g_lp, g_h, mu, value=-1.0)
+        c0 = c0.mul_(inv_se).unsqueeze(1)
+        neg_c1 = g_h.neg().mul_(inv_se).unsqueeze(1)
+        k, r = s.shape[0], e.shape[0]
         for j in range(0, k, r):
             q = min(r, k - j)
-            lb, pb = logp[j : j + q], p[:q]
+            lb, eb = s[j : j + q], e[:q]
             mask = torch.isneginf(lb) if masked else None
-            torch.exp(lb, out=pb)
-            # lb <- -(g_h * logp + coef) * p.  (mul_ + sub_ with per-row columns
-            # measured faster on CPU than one broadcast addcmul.)
-            lb.mul_(neg_gh[j : j + q]).sub_(coef[j : j + q]).mul_(pb)
+            torch.exp(lb, out=eb)
+            # (mul_ + sub_ with per-row columns measured faster on CPU than one
+            # broadcast addcmul.)
+            lb.mul_(neg_c1[j : j + q]).sub_(c0[j : j + q]).mul_(eb)
             if mask is not None:  # p = 0 at -inf logits: the true gradient there is 0
                 lb.masked_fill_(mask, 0.0)
     if g_lp is not None and y is not None:
-        logp.scatter_add_(1, y.unsqueeze(1), g_lp.unsqueeze(1))
-    return logp
+        s.scatter_add_(1, y.unsqueeze(1), g_lp.unsqueeze(1))
+    return s
 
 
 # --------------------------------------------------------------------------
@@ -222,7 +271,10 @@ class _LogitsLogpEntropy(torch.autograd.Function):
         c = max(1, n if chunk is None else min(chunk, n))
         lp_out = torch.zeros(n, dtype=acc, device=dev)
         h_out = torch.zeros(n, dtype=acc, device=dev)
-        lse_out = torch.empty(n, dtype=acc, device=dev)
+        # per row for backward: the shift m, S and (for H) mu
+        m_out = torch.empty(n, dtype=acc, device=dev)
+        se_out = torch.empty(n, dtype=acc, device=dev)
+        mu_out = torch.empty(n, dtype=acc, device=dev) if want_h else None
         masked = False
         if n > 0:
             s = torch.empty(c, v, dtype=acc, device=dev)
@@ -230,21 +282,19 @@ class _LogitsLogpEntropy(torch.autograd.Function):
             for i in range(0, n, c):
                 k = min(c, n - i)
                 zc, sk = logits[i : i + k], s[:k]
-                m = zc.amax(1, keepdim=True).to(acc)
-                if inv_t == 1.0:
-                    torch.sub(zc, m, out=sk)  # shift and upcast in one pass
-                else:
-                    m.mul_(inv_t)
-                    torch.add(m.neg(), zc, alpha=inv_t, out=sk)  # z/T - max/T
+                m = _row_shift(zc, inv_t, acc)
+                _shift(zc, m, inv_t, out=sk)  # shift, scale and upcast in one pass
                 y = None if labels is None else labels[i : i + k]
-                lp, lse, h, mk = _row_stats(sk, e, m, y, want_h, safe=True)
+                lp, se, mu, h, mk = _row_stats(sk, e, y, want_h, safe=True)
                 masked |= mk
-                lse_out[i : i + k] = lse
+                m_out[i : i + k] = m.squeeze(1)
+                se_out[i : i + k] = se
                 if lp is not None:
                     lp_out[i : i + k] = lp
                 if h is not None:
                     h_out[i : i + k] = h
-        ctx.save_for_backward(logits, labels, lse_out, h_out)
+                    mu_out[i : i + k] = mu
+        ctx.save_for_backward(logits, labels, m_out, se_out, mu_out)
         ctx.temperature = temperature
         ctx.chunk = c
         ctx.want_h = want_h
@@ -255,7 +305,7 @@ class _LogitsLogpEntropy(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_lp, g_h):
-        logits, labels, lse, h = ctx.saved_tensors
+        logits, labels, m, se, mu = ctx.saved_tensors
         if labels is None:
             g_lp = None
         if not ctx.want_h:
@@ -263,7 +313,7 @@ class _LogitsLogpEntropy(torch.autograd.Function):
         if g_lp is None and g_h is None:
             return None, None, None, None, None
         n, v = logits.shape
-        acc = lse.dtype
+        acc = se.dtype
         inv_t = 1.0 / ctx.temperature
         # fold dz'/dz = 1/T into the per-row coefficients
         g_lp = None if g_lp is None else g_lp.to(acc) * inv_t
@@ -278,13 +328,14 @@ class _LogitsLogpEntropy(torch.autograd.Function):
         for i in range(0, n, c):
             k = min(c, n - i)
             lg = grad[i : i + k] if direct else buf[:k]
-            # logp = z/T - lse, one pass, accumulation dtype
-            torch.add(lse[i : i + k].neg().unsqueeze(1), logits[i : i + k], alpha=inv_t, out=lg)
+            # s = z/T - m exactly as the forward built it (one pass, accumulation dtype)
+            _shift(logits[i : i + k], m[i : i + k].unsqueeze(1), inv_t, out=lg)
             _grad_rows(
                 lg,
                 p,
                 None if labels is None else labels[i : i + k],
-                h[i : i + k],
+                se[i : i + k],
+                None if mu is None else mu[i : i + k],
                 None if g_lp is None else g_lp[i : i + k],
                 None if g_h is None else g_h[i : i + k],
                 ctx.masked,
@@ -356,6 +407,35 @@ def logprobs_and_entropy(
 # --------------------------------------------------------------------------
 # fused hidden -> (logp, H)
 # --------------------------------------------------------------------------
+def _fused_chunk(
+    hc: Tensor,
+    wt: Tensor,
+    bias: Optional[Tensor],
+    inv_t: float,
+    out: Tensor,
+    zlow: Optional[Tensor],
+    m: Optional[Tensor] = None,
+) -> Tensor:
+    """``out <- (hc W^T + bias) / T - m`` for one chunk; returns the shift ``m`` ((k, 1)).
+
+    ``m`` is the row max of ``z / T`` when not given (forward), the saved one
+    in backward: both passes run this same sequence (GEMM, then :func:`_shift`)
+    and get bitwise the same ``s``.  The GEMM writes unscaled ``z`` (into
+    ``zlow`` for bf16/fp16 inputs, else straight into ``out``); ``1/T`` is
+    applied in the shift's fused multiply-add, not as the GEMM's ``alpha``
+    (that would round ``z / T`` at its own size, ~4e-6 at ``|z / T| ~ 70``).
+    """
+    z = out if zlow is None else zlow
+    if bias is None:
+        torch.mm(hc, wt, out=z)
+    else:
+        torch.addmm(bias, hc, wt, out=z)
+    if m is None:
+        m = _row_shift(z, inv_t, out.dtype)
+    _shift(z, m, inv_t, out=out)
+    return m
+
+
 class _FusedLogpEntropy(torch.autograd.Function):
     """(hidden (N, D), weight (V, D), labels (N,), bias (V,) | None) -> (logp, H)."""
 
@@ -376,7 +456,10 @@ class _FusedLogpEntropy(torch.autograd.Function):
         low = hidden.dtype != acc  # bf16 / fp16: GEMM in input dtype, stats in fp32
         lp_out = torch.empty(n, dtype=acc, device=dev)
         h_out = torch.empty(n, dtype=acc, device=dev)
-        lse_out = torch.empty(n, dtype=acc, device=dev)
+        # per row for backward: the shift m, S and mu
+        m_out = torch.empty(n, dtype=acc, device=dev)
+        se_out = torch.empty(n, dtype=acc, device=dev)
+        mu_out = torch.empty(n, dtype=acc, device=dev)
         masked = False
         if n > 0:
             s = torch.empty(c, v, dtype=acc, device=dev)
@@ -384,32 +467,18 @@ class _FusedLogpEntropy(torch.autograd.Function):
             zlow = torch.empty(c, v, dtype=hidden.dtype, device=dev) if low else None
             for i in range(0, n, c):
                 k = min(c, n - i)
-                hc, sk = hidden[i : i + k], s[:k]
-                if low:
-                    zk = zlow[:k]
-                    if bias is None:
-                        torch.mm(hc, wt, out=zk)
-                    else:
-                        torch.addmm(bias, hc, wt, out=zk)
-                    m = zk.amax(1, keepdim=True).to(acc).mul_(inv_t)
-                    torch.add(m.neg(), zk, alpha=inv_t, out=sk)
-                else:
-                    # z' = (h W^T + b) / T straight from the GEMM
-                    if bias is None:
-                        if inv_t == 1.0:
-                            torch.mm(hc, wt, out=sk)
-                        else:
-                            torch.addmm(sk, hc, wt, beta=0.0, alpha=inv_t, out=sk)
-                    else:
-                        torch.addmm(bias, hc, wt, beta=inv_t, alpha=inv_t, out=sk)
-                    m = sk.amax(1, keepdim=True)
-                    sk.sub_(m)
-                lp, lse, h, mk = _row_stats(sk, e, m, labels[i : i + k], True, safe=bias is not None)
+                sk, zk = s[:k], None if zlow is None else zlow[:k]
+                m = _fused_chunk(hidden[i : i + k], wt, bias, inv_t, sk, zk)
+                lp, se, mu, h, mk = _row_stats(
+                    sk, e, labels[i : i + k], True, safe=bias is not None
+                )
                 masked |= mk
                 lp_out[i : i + k] = lp
                 h_out[i : i + k] = h
-                lse_out[i : i + k] = lse
-        ctx.save_for_backward(hidden, weight, labels, bias, lse_out, h_out)
+                m_out[i : i + k] = m.squeeze(1)
+                se_out[i : i + k] = se
+                mu_out[i : i + k] = mu
+        ctx.save_for_backward(hidden, weight, labels, bias, m_out, se_out, mu_out)
         ctx.temperature = temperature
         ctx.chunk = c
         ctx.masked = masked
@@ -419,7 +488,7 @@ class _FusedLogpEntropy(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_lp, g_h):
-        hidden, weight, labels, bias, lse, h = ctx.saved_tensors
+        hidden, weight, labels, bias, m, se, mu = ctx.saved_tensors
         need_h, need_w, _, need_b = ctx.needs_input_grad[:4]
         need_b = need_b and bias is not None
         if g_h is not None and not bool(g_h.any()):
@@ -430,16 +499,16 @@ class _FusedLogpEntropy(torch.autograd.Function):
             return None, None, None, None, None, None
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             gh, gw, gb = _FusedLogpEntropy._bwd(
-                ctx, hidden, weight, labels, bias, lse, h, g_lp, g_h, need_h, need_w, need_b
+                ctx, hidden, weight, labels, bias, m, se, mu, g_lp, g_h, need_h, need_w, need_b
             )
         return gh, gw, None, gb, None, None
 
     @staticmethod
-    def _bwd(ctx, hidden, weight, labels, bias, lse, h, g_lp, g_h, need_h, need_w, need_b):
+    def _bwd(ctx, hidden, weight, labels, bias, m, se, mu, g_lp, g_h, need_h, need_w, need_b):
         n, d = hidden.shape
         v = weight.shape[0]
         dev = hidden.device
-        acc = lse.dtype
+        acc = se.dtype
         inv_t = 1.0 / ctx.temperature
         low = hidden.dtype != acc
         # dL/dz = dL/dz' / T: fold 1/T into the per-row coefficients
@@ -456,24 +525,15 @@ class _FusedLogpEntropy(torch.autograd.Function):
         for i in range(0, n, c):
             k = min(c, n - i)
             hc, lg = hidden[i : i + k], buf[:k]
-            neg_lse = lse[i : i + k].neg().unsqueeze(1)
-            # logp = z' - lse, recomputed
-            if low:
-                zk = zlow[:k]
-                if bias is None:
-                    torch.mm(hc, wt, out=zk)
-                else:
-                    torch.addmm(bias, hc, wt, out=zk)
-                torch.add(neg_lse, zk, alpha=inv_t, out=lg)
-            else:
-                torch.addmm(neg_lse, hc, wt, alpha=inv_t, out=lg)
-                if bias is not None:
-                    lg.add_(bias, alpha=inv_t)
+            # s = z' - m recomputed, bitwise as in the forward
+            zk = None if zlow is None else zlow[:k]
+            _fused_chunk(hc, wt, bias, inv_t, lg, zk, m[i : i + k].unsqueeze(1))
             g = _grad_rows(
                 lg,
                 p,
                 labels[i : i + k],
-                h[i : i + k],
+                se[i : i + k],
+                mu[i : i + k],
                 None if g_lp is None else g_lp[i : i + k],
                 None if g_h is None else g_h[i : i + k],
                 ctx.masked,
