@@ -393,7 +393,7 @@ def test_majority_vote_clustering_is_bounded_per_group():
         # a budget far below what a group of 12 different answers needs: its worker must stop at the budget
         many = {many!r}
         t = time.monotonic()
-        groups = cluster_answer_groups([many, many[::-1]], budget_s=0.05)
+        groups = cluster_answer_groups([many, many[::-1]], budget_s=0.001)
         spent2 = time.monotonic() - t
         groups += cluster_answer_groups([["1/2", "0.5", "3", None], many[:3]])  # the default budget: math as usual
         long = cluster_answers(["1" * 5000, "1" * 5000, "2" * 5000])
@@ -401,7 +401,7 @@ def test_majority_vote_clustering_is_bounded_per_group():
                            "long": long, "many": many}}))
     """, timeout_s=120)
     assert got["ids"] == [0, 1, 2, 3, 4, 5, 0, 1] and got["s"] < 2.0  # refused answers: compared as strings
-    assert got["s2"] < 0.05 + 1.0  # the budget, plus a worker restart's scheduling on a loaded machine
+    assert got["s2"] < 0.001 + 1.0  # the budget, plus a worker restart's scheduling on a loaded machine
     assert [len(g) for g in got["groups"][:2]] == [12, 12]
     assert got["groups"][2:] == [[0, 0, 1, 2], [0, 1, 2]]
     c = got["counters"]

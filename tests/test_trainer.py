@@ -299,3 +299,13 @@ def test_shared_prompt_forward_equals_the_full_forward_under_padding():
     torch.testing.assert_close(shared[valid], full[valid], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="do not share their prompt"):
         shared_prompt_response_hidden(model, torch.cat([ids[:1], ids[1:].roll(1, 1)]), att, len(prompt))
+
+
+def test_docs_config_reference_matches_the_config_fields():
+    from pathlib import Path
+
+    from entrolab.train.config_doc import markdown_reference
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text()
+    table = text.split("<!-- config-reference:start -->")[1].split("<!-- config-reference:end -->")[0]
+    assert table.strip() == markdown_reference(), "docs/training.md is stale: run python scripts/gen_config_doc.py"

@@ -75,7 +75,6 @@ def _methods_show(name: str, steps: int, seed: int) -> str:
 
     from . import methods
     from .batch import BatchError
-    from .knobs.sampling.base import SamplingStrategy
     from .toy import TabularPolicy, ToySettings, train_toy
 
     m = methods.get_method(name)
@@ -88,10 +87,15 @@ def _methods_show(name: str, steps: int, seed: int) -> str:
         lines.append(f"  toy run overrides (scaled to the toy's ~128-token batches): {dict(m.toy_overrides)}")
     settings = ToySettings(steps=steps, seed=seed)
     objective = methods.build(name, **m.toy_overrides)
-    strategy = type(objective.sampling)
-    if strategy.rollout is not SamplingStrategy.rollout or strategy.select_examples is not SamplingStrategy.select_examples:
+    if objective.sampling.takes_over_generation():
         lines.append(f"  The toy samples plainly: the sampling strategy {objective.sampling.name!r} (generation, "
                      "branching or prompt order) acts only in `entrolab train`.")
+    missing = objective.engine_primitives - {"generation"}  # the toy provides none of the engine primitives
+    if missing:
+        lines += ["", f"No toy trajectory: {name} needs {', '.join(sorted(missing))} from its engine, which the "
+                  "tabular toy has not (texts, a tokenizer, LM logits, reward sources); see the method's docs for its "
+                  f"tests, or run `entrolab train --method {name}`."]
+        return "\n".join(lines)
     runs = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

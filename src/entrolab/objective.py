@@ -1,5 +1,5 @@
-"""``PolicyObjective``: the one place where the knobs meet. Engine-agnostic (the trainer, the toy policy, verl and TRL
-adapters all call it the same way).
+"""``PolicyObjective``: the one place where the knobs meet. Engine-agnostic: the native trainer and the toy policy call
+it the same way, and so does any engine that implements the contract of ``docs/architecture.md``.
 
     objective = PolicyObjective(advantage=GRPOAdvantage(), clip=ClipCov(), kl=NoKL())
     batch = objective.compute_advantages(batch)        # once per rollout batch

@@ -42,6 +42,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from ..env.tasks import DEFAULT_MAX_NEW_TOKENS, build_task
 from ..generation.decoder import cache_kwargs, output_cache
 from ..ops.dynamics import predicted_entropy_change
 from .stats import pearson, spearman
@@ -418,8 +419,6 @@ def verify_dynamics_on_task(
     ``"auto"`` (then fall back to random ±1 advantages on the last batch, e.g. for a random model that never
     answers right; ``advantage_mode`` says so), or ``"random"`` (random ±1 from the start, on the task's prompts).
     """
-    from ..env.tasks import DEFAULT_MAX_NEW_TOKENS, build_task
-
     if advantages not in ("auto", "verifier", "random"):
         raise ValueError(f"advantages must be 'auto', 'verifier' or 'random', got {advantages!r}")
     if n_prompts < 1 or max_batches < 1:

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
+
 __all__ = [
     "PACKAGED_DEFAULT",
     "PACKAGED_GGUF_FILE",
@@ -297,8 +299,6 @@ def load_expert(expert: str | None, policy_name: str, policy: Any, dtype: str = 
     """The expert of guided rollouts (MENTOR) in eval mode without gradients: ``expert`` (a local HF directory or
     ``.gguf``), or a second tiny model (seed + 1) when the policy is :data:`TINY` and none is named. Its vocabulary
     must be the policy's."""
-    from ..errors import ConfigError
-
     name = expert if expert is not None else (TINY if policy_name == TINY else None)
     if name is None:
         raise ConfigError("this method needs an expert model: set model.expert to a local HF model directory (or "

@@ -1,7 +1,8 @@
 """Entropy-guided generation and answer aggregation, usable on any Hugging Face causal LM.
 
-- :mod:`.generate` — batched KV-cached decoding that records each token's entropy and varentropy, with a per-step
-  hook to stop, fork (KV-cache copy) or force sequences, and uncommitted probes.
+- :mod:`entrolab.generation.decoder` (re-exported here) — batched KV-cached decoding that records each token's
+  entropy and varentropy, with a per-step hook to stop, fork (KV-cache copy) or force sequences, and uncommitted
+  probes.
 - Strategies (registered by name in ``STRATEGIES``): ``sample``, ``vote:majority``, ``vote:inverse_entropy``,
   ``vote:min_entropy``, ``eat``, ``dts``, ``eager``, ``egl``, ``seat``.
 - :mod:`.aggregate` — majority / inverse-entropy votes, min-entropy path, semantic entropy (likelihood and count

@@ -183,15 +183,12 @@ def uncertainty_info(trace: Optional[Trace]) -> dict[str, float]:
 
 
 def strategy_names() -> list[str]:
-    from . import strategies  # noqa: F401  (registers every strategy)
-
+    """Every registered strategy (the package's ``__init__`` imports every strategy module)."""
     return STRATEGIES.names()
 
 
 def build_strategy(name: str, **params: Any) -> "Strategy":
     """Instantiate a registered strategy by name; unknown names and parameters raise ConfigError listing valid ones."""
-    from . import strategies  # noqa: F401
-
     return STRATEGIES.build(name, params)
 
 

@@ -32,7 +32,9 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+from ..errors import ConfigError
 from ..generation.decoder import StepView, nats_to
+from ..registry import check_range
 from .base import STRATEGIES, Strategy, StrategyResult, uncertainty_info
 
 __all__ = ["EAT", "ema_variance_stop"]
@@ -100,7 +102,6 @@ class EAT(Strategy):
     def __post_init__(self) -> None:
         self._check_generation()
         o = type(self).__name__
-        from ..registry import check_range
 
         check_range(o, "alpha", self.alpha, lo=0.0, hi=1.0, lo_open=True)
         check_range(o, "delta", self.delta, lo=0.0)
@@ -110,8 +111,6 @@ class EAT(Strategy):
         check_range(o, "probe_tokens", self.probe_tokens, lo=1)
         check_range(o, "answer_tokens", self.answer_tokens, lo=1)
         if not self.boundary or not self.probe_suffix:
-            from ..errors import ConfigError
-
             raise ConfigError("EAT.boundary and EAT.probe_suffix must be non-empty")
 
     def run(self, model, tokenizer, questions, *, generator=None, prompt_fn=None, answer_fn=None):
@@ -120,8 +119,6 @@ class EAT(Strategy):
         answer_ids = list(tokenizer.encode(self.answer_suffix, add_special_tokens=False))
         think_budget = self.max_new_tokens - self.answer_tokens - len(answer_ids)
         if think_budget < 1:
-            from ..errors import ConfigError
-
             raise ConfigError(f"EAT.max_new_tokens = {self.max_new_tokens} leaves no room to reason before "
                               f"answer_tokens = {self.answer_tokens} and the {len(answer_ids)}-token answer suffix")
         dec = self._decoder(model, tokenizer, generator)

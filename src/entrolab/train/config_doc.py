@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 
+from ..registry import field_docs
 from . import config as cfg_mod
 
 SECTIONS = ("model", "data", "rollout", "algorithm", "optim", "eval", "diagnostics", "logging", "checkpoint")
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Field name → the string literal right under it in the class body."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    out: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:] + [None]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant) \
-                    and isinstance(nxt.value.value, str):
-                out[node.target.id] = " ".join(nxt.value.value.split())
-    return out
 
 
 def markdown_reference() -> str:

@@ -53,7 +53,14 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 
 from ...errors import ConfigError
-from ...generation.decoder import StepView
+from ...generation.decoder import StepView, top_p_mask
+from ...generation.tools import (
+    ToolHook,
+    engine_tools,
+    pack_tool_traces,
+    segment_entropy,
+    tool_state,
+)
 from ...registry import check_range
 from .base import SAMPLINGS, SamplingStrategy
 
@@ -77,8 +84,6 @@ class _Budget:
 
 def _segment_delta(trace: Any, vocab: int, tokens: int) -> float:
     """ΔH = H(segment that ended with the call just answered) − H(first segment) (module doc)."""
-    from ...generation.tools import segment_entropy, tool_state
-
     st = tool_state(trace)
     h_init = segment_entropy(trace, 0, st["obs"][0][0], tokens, vocab)
     h_now = segment_entropy(trace, st["seg_starts"][-2], st["obs"][-1][0], tokens, vocab)
@@ -87,8 +92,6 @@ def _segment_delta(trace: Any, vocab: int, tokens: int) -> float:
 
 def _fork_tokens(view: StepView, row: int, k: int) -> list[int]:
     """``k`` first tokens, drawn independently (with replacement) from the row's next-token distribution."""
-    from ...generation.decoder import top_p_mask
-
     dec = view.decoder
     logp = view.logprobs[row]
     if dec.greedy:
@@ -157,8 +160,6 @@ class AgenticBranching(SamplingStrategy):
 
     # -- the sampling hook ---------------------------------------------------------------------------------------------
     def rollout(self, engine: "RolloutEngine", prompts: list[str], examples: list, n: int) -> Optional[Any]:
-        from ...generation.tools import ToolHook, engine_tools, pack_tool_traces
-
         env = engine_tools(engine)
         prompt_ids = engine.encode(prompts)
         tree = engine.branching()
@@ -248,15 +249,11 @@ class AEPODongSampling(AgenticBranching):
         check_range("aepo_dong", "branch_penalty", self.branch_penalty, lo=0.0, hi=1.0)
 
     def branch(self, u: float, delta_h: float, trace: Any) -> bool:
-        from ...generation.tools import tool_state
-
         streak = tool_state(trace).get("consecutive", 0)
         p = (u + self.entropy_weight * delta_h) * max(0.0, 1.0 - self.branch_penalty * streak)
         return min(1.0, max(0.0, p)) >= self.branch_probability
 
     def after_decision(self, trace: Any, branched: bool) -> None:
-        from ...generation.tools import tool_state
-
         st = tool_state(trace)  # forks copy it after this step, so children inherit the streak
         st["consecutive"] = st.get("consecutive", 0) + 1 if branched else 0
 
@@ -268,12 +265,6 @@ class AEPODongSampling(AgenticBranching):
     def initial_counts(self, engine: "RolloutEngine", tree: Any, prompt_ids: list[list[int]], n: int) -> list[int]:
         if not self.pre_monitoring:
             return super().initial_counts(engine, tree, prompt_ids, n)
-        from ...generation.tools import (
-            ToolHook,
-            engine_tools,
-            segment_entropy,
-            tool_state,
-        )
 
         hook = ToolHook(engine_tools(engine), engine.tokenizer)
         pre = tree.sample(prompt_ids, 1, groups=list(range(len(prompt_ids))), hook=hook)

@@ -8,7 +8,11 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
+from ...env.equivalence import cluster_answers
+from ...env.rewards import extract_answer
+from ...env.tasks import Example
 from ...errors import ConfigError
+from ...ops.semantic import semantic_entropy
 from ...registry import check_range
 from .base import SAMPLINGS, SamplingStrategy
 
@@ -50,10 +54,6 @@ class SemanticEntropyCurriculum(SamplingStrategy):
         self._served: list[dict] = []
 
     def semantic_entropies(self, engine: "RolloutEngine", examples: list) -> list[float]:
-        from ...env.equivalence import cluster_answers
-        from ...env.rewards import extract_answer
-        from ...inference.aggregate import semantic_entropy
-
         gen = engine.generate([engine.format(ex) for ex in examples], self.samples)
         answers = [extract_answer(t) for t in engine.decode(gen)]
         out = []
@@ -71,7 +71,6 @@ class SemanticEntropyCurriculum(SamplingStrategy):
             self.queue += [{"example": dataclasses.asdict(pool[i]), "se": se[i], "stage": rank // per + 1}
                            for rank, i in enumerate(order)]
         self._served, self.queue = self.queue[:count], self.queue[count:]
-        from ...env.tasks import Example
 
         return [Example(**item["example"]) for item in self._served]
 

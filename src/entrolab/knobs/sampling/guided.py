@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import torch
 
 from ...errors import ConfigError
+from ...generation.decoder import cache_kwargs, output_cache, select_cache
 from ...registry import check_range
 from .base import SAMPLINGS, SamplingStrategy
 from .trees import _tree_metrics
@@ -41,8 +42,6 @@ class ExpertMixer:
         self.weights: list[float] = []
 
     def _advance(self, traces: list) -> None:
-        from ...generation.decoder import cache_kwargs, output_cache, select_cache
-
         dev = next(self.expert.parameters()).device
         if self.cache is None:
             width = max(len(t.prompt_ids) for t in traces)

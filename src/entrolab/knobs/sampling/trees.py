@@ -21,6 +21,7 @@ import torch
 
 from ...batch import RolloutBatch
 from ...errors import ConfigError
+from ...generation.decoder import top_p_mask
 from ...registry import check_range
 from ..advantage.base import group_statistics
 from .base import SAMPLINGS, SamplingStrategy
@@ -318,8 +319,6 @@ class EntropyDynamicRollout(SamplingStrategy):
         return self.markers.split("|")
 
     def hook(self, engine: "RolloutEngine", budget: dict[int, int]) -> Any:
-        from ...generation.decoder import top_p_mask
-
         markers = self.marker_list()
         width = max(len(m) for m in markers) + 8
         log_v: Optional[float] = None
