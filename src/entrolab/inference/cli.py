@@ -358,7 +358,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from ..env.rewards import verify_math
-    from .base import ANSWER_FNS, SampleStrategy, build_strategy
+    from .base import ANSWER_FNS, GenerationSettings, SampleStrategy, build_strategy
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be ≥ 1, got {args.limit}")
@@ -398,8 +398,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         points.append({"value": v, "results": res, "seconds": secs})
 
     # plain sampling + majority vote, same sampling settings, until each question's largest spend is reached
-    sampler = SampleStrategy(max_new_tokens=getattr(strategy, "max_new_tokens", 512),
-                             temperature=getattr(strategy, "temperature", 0.6), top_p=getattr(strategy, "top_p", 0.95))
+    sampler = SampleStrategy(**{f: getattr(strategy, f) for f in ("max_new_tokens", "temperature", "top_p")
+                                if isinstance(strategy, GenerationSettings)})
     targets_max = [max(p["results"][i].tokens_spent for p in points) for i in range(len(rows))]
     t1 = time.perf_counter()
     samples = sample_baseline(sampler, model, tok, questions, targets_max, args.baseline_max_samples,

@@ -22,7 +22,8 @@ from typing import Optional
 
 from ..knobs.base import ConfigError, check_range
 from .aggregate import SEATRound, majority_vote, seat_loop
-from .base import STRATEGIES, Strategy, StrategyResult, group_tokens, refine_request, uncertainty_info
+from .base import (STRATEGIES, GenerationSettings, Strategy, StrategyResult, group_tokens, refine_request,
+                   uncertainty_info)
 from ..generation.decoder import Trace
 
 __all__ = ["SEAT"]
@@ -30,7 +31,7 @@ __all__ = ["SEAT"]
 
 @STRATEGIES.register("seat")
 @dataclass
-class SEAT(Strategy):
+class SEAT(GenerationSettings, Strategy):
     """Semantic-entropy adaptive termination over rounds of parallel responses (arXiv 2507.06829)."""
 
     arxiv = "2507.06829"
@@ -46,15 +47,9 @@ class SEAT(Strategy):
     """"previous": round r refines round r−1's responses; "none": independent rounds."""
     equivalence: str = "math"
     """Answer clustering (entrolab.env.equivalence modes)."""
-    max_new_tokens: int = 512
-    """Maximum tokens per response."""
-    temperature: float = 0.6
-    """Sampling temperature."""
-    top_p: float = 0.95
-    """Nucleus mass."""
 
     def __post_init__(self) -> None:
-        self._check_generation()
+        super().__post_init__()
         o = type(self).__name__
         check_range(o, "n", self.n, lo=2)
         check_range(o, "threshold", self.threshold, lo=0.0)
@@ -73,7 +68,7 @@ class SEAT(Strategy):
                     requests = [q] * self.n
                 else:
                     requests = [refine_request(q, t.text) for t in rounds_traces[-1]]
-                dec = self._decoder(model, tokenizer, generator)
+                dec = self.decoder(model, tokenizer, generator)
                 dec.prefill(self._encode(tokenizer, prompt_fn, requests))
                 ts = sorted(dec.run(), key=lambda t: t.group)
                 rounds_traces.append(ts)
