@@ -96,7 +96,10 @@ def refine_request(question: str, previous: str, note: str = "") -> str:
 @dataclass
 class StrategyResult:
     """One question's outcome: the answer, the response it came from (``chosen``), every trace generated, the
-    tokens spent, and strategy-specific details in ``info``."""
+    tokens spent, and strategy-specific details in ``info``. Strategies that aggregate several answers also record
+    the responses they aggregated (``samples``) and their answers (``sample_answers``), which the answer-distribution
+    uncertainty measures read (:mod:`entrolab.inference.uncertainty`); both stay empty for a strategy that answers
+    from one response."""
 
     question: str
     answer: Optional[str]
@@ -105,6 +108,8 @@ class StrategyResult:
     traces: list[Trace] = field(default_factory=list)
     chosen: Optional[Trace] = None
     info: dict[str, Any] = field(default_factory=dict)
+    samples: list[Trace] = field(default_factory=list)
+    sample_answers: list[Optional[str]] = field(default_factory=list)
 
     @property
     def entropy_trace(self) -> list[float]:
@@ -290,7 +295,7 @@ class VoteStrategy(GenerationSettings, Strategy):
         info = {"aggregation": self.aggregation, "n": len(traces), "winner_share": share,
                 "answers": answers, "mean_entropies": ents, **uncertainty_info(chosen)}
         return StrategyResult(question, answer, chosen.text if chosen else "", group_tokens(traces), traces,
-                              chosen, info)
+                              chosen, info, samples=list(traces), sample_answers=answers)
 
 
 @STRATEGIES.register("vote:majority")

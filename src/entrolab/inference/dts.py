@@ -136,5 +136,6 @@ class DTS(GenerationSettings, Strategy):
                     "finished_naturally": len([t for t in ts if t.finish_reason in ("eos", "stop")]),
                     "voted": len(pool), "answers": answers, **uncertainty_info(chosen)}
             out.append(StrategyResult(q, vote.answer if vote.answer is not None else (answers[0] if answers else None),
-                                      chosen.text if chosen else "", group_tokens(ts), ts, chosen, info))
+                                      chosen.text if chosen else "", group_tokens(ts), ts, chosen, info,
+                                      samples=list(pool), sample_answers=answers))
         return out

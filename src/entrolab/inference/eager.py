@@ -86,5 +86,6 @@ class EAGer(GenerationSettings, Strategy):
                     "branch_steps": branch_steps[g], "winner_share": vote.share, "answers": answers,
                     **uncertainty_info(chosen)}
             text = chosen.text if chosen else ""
-            out.append(StrategyResult(q, vote.answer, text, group_tokens(ts), ts, chosen, info))
+            out.append(StrategyResult(q, vote.answer, text, group_tokens(ts), ts, chosen, info, samples=list(ts),
+                                      sample_answers=answers))
         return out

@@ -84,5 +84,6 @@ class SEAT(GenerationSettings, Strategy):
             info = {"rounds": len(rounds), "semantic_entropies": [r.entropy for r in rounds],
                     "converged": math.isfinite(last.entropy) and last.entropy < self.threshold,
                     "answers": [r.answers for r in rounds], "winner_share": vote.share, **uncertainty_info(chosen)}
-            out.append(StrategyResult(q, vote.answer, chosen.text, group_tokens(all_traces), all_traces, chosen, info))
+            out.append(StrategyResult(q, vote.answer, chosen.text, group_tokens(all_traces), all_traces, chosen, info,
+                                      samples=list(last_traces), sample_answers=list(last.answers)))
         return out
