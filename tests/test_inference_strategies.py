@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -423,3 +424,31 @@ def test_docs_cover_every_strategy_with_its_arxiv_id():
         if cls.arxiv:  # the id is in the docs page and in the class or module docstring
             assert cls.arxiv in doc
             assert cls.arxiv in (cls.__doc__ or "") + (sys.modules[cls.__module__].__doc__ or "")
+
+
+def test_every_strategy_shares_one_generation_settings_base():
+    """One base holds max_new_tokens / temperature / top_p, their docs and their validation; strategies override a
+    default only where their paper's differs (dts, eager: top_p 1.0)."""
+    from entrolab.inference import STRATEGIES
+    from entrolab.inference.base import GenerationSettings
+    from entrolab.registry import field_docs
+
+    for name in strategy_names():
+        cls = STRATEGIES.get(name)
+        assert issubclass(cls, GenerationSettings), name
+        docs = STRATEGIES.docs(name)
+        assert all(docs[f] for f in docs), (name, [f for f in docs if not docs[f]])  # every field documented
+        d = STRATEGIES.defaults(name)
+        assert (d["max_new_tokens"], d["temperature"]) == (512, 0.6)
+        assert d["top_p"] == (1.0 if name in ("dts", "eager") else 0.95), name
+        for field, bad, shown in (("max_new_tokens", 0, "[1, inf]"), ("temperature", 0.0, "(0.0, inf]"),
+                                  ("top_p", 1.5, "(0.0, 1.0]")):
+            with pytest.raises(ConfigError, match=rf"{cls.__name__}\.{field} = .* allowed: {re.escape(shown)}"):
+                build_strategy(name, **{field: bad})
+    assert field_docs(GenerationSettings) == {"max_new_tokens": "Maximum tokens per response.",
+                                              "temperature": "Sampling temperature T.", "top_p": "Nucleus mass."}
+    # a strategy's own doc wins where the field means more there
+    assert STRATEGIES.docs("eat")["max_new_tokens"].startswith("Total tokens per response")
+    dec = build_strategy("dts", max_new_tokens=7, temperature=0.5).decoder(None, None, None)
+    assert (dec.max_new_tokens, dec.temperature, dec.top_p) == (7, 0.5, 1.0)
+    assert build_strategy("sample").decoder(None, None, None, max_new_tokens=3).max_new_tokens == 3

@@ -6,6 +6,8 @@ At each step t and for each live sequence, with z_t the next-token logits and T 
     H_t = −Σ_a π_t(a) log π_t(a)                            token entropy (nats)
     V_t = Var_{a∼π_t}[−log π_t(a)] = Σ_a π_t(a) (log π_t(a) + H_t)²     varentropy (nats²)
     log π_t(a_t)                                            log-probability of the chosen token
+    C_t = KL(U ‖ π_t) = −log |V| − (1/|V|) Σ_a log π_t(a)   self-certainty (Kang et al., arXiv 2502.18581), U uniform
+                                                            over the vocabulary V (+∞ if some π_t(a) = 0)
 
 (DTS, arXiv 2511.00640, branches on the pair (H_t, V_t); the other strategies read H_t.) Entropies are of the
 temperature-scaled full-vocabulary distribution, as everywhere in entrolab; top-p only restricts what is *sampled*.
@@ -241,8 +243,9 @@ class Trace:
     """One generated sequence (a leaf of the decoding tree) with its per-token measurements.
 
     ``entropies[i]``, ``varentropies[i]`` describe the distribution token ``token_ids[i]`` was chosen from;
-    ``logprobs[i]`` is its log-probability under the sampling distribution softmax(z/T); ``forced[i]`` is True for
-    tokens a hook forced. A forked child copies its parent's lists up to the fork (``parent``, ``fork_step``).
+    ``logprobs[i]`` is its log-probability under the sampling distribution softmax(z/T); ``self_certainties[i]`` is
+    KL(U ‖ π) of that distribution (arXiv 2502.18581, module doc); ``forced[i]`` is True for tokens a hook forced. A
+    forked child copies its parent's lists up to the fork (``parent``, ``fork_step``).
     """
 
     id: int
@@ -252,6 +255,7 @@ class Trace:
     entropies: list[float] = field(default_factory=list)
     varentropies: list[float] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    self_certainties: list[float] = field(default_factory=list)
     forced: list[bool] = field(default_factory=list)
     parent: Optional[int] = None
     fork_step: Optional[int] = None
@@ -273,6 +277,12 @@ class Trace:
         vals = [h for h, f in zip(self.entropies, self.forced) if include_forced or not f]
         return float(sum(vals) / len(vals)) if vals else float("nan")
 
+    def mean_self_certainty(self, include_forced: bool = False) -> float:
+        """Self-certainty (Kang et al., arXiv 2502.18581): (1/n) Σ_t KL(U ‖ π_t) over generated tokens (forced ones
+        excluded unless asked); higher = more confident; NaN when none."""
+        vals = [c for c, f in zip(self.self_certainties, self.forced) if include_forced or not f]
+        return float(sum(vals) / len(vals)) if vals else float("nan")
+
     def sum_logprob(self, include_forced: bool = False) -> float:
         return float(sum(lp for lp, f in zip(self.logprobs, self.forced) if include_forced or not f))
 
@@ -280,7 +290,7 @@ class Trace:
         return Trace(
             id=new_id, group=self.group, prompt_ids=self.prompt_ids, token_ids=list(self.token_ids),
             entropies=list(self.entropies), varentropies=list(self.varentropies), logprobs=list(self.logprobs),
-            forced=list(self.forced), parent=self.id, fork_step=step, extra=copy.deepcopy(self.extra),
+            self_certainties=list(self.self_certainties), forced=list(self.forced), parent=self.id, fork_step=step, extra=copy.deepcopy(self.extra),
             _pending=list(self._pending),
         )
 
@@ -622,7 +632,7 @@ class Decoder:
                 self.live.append(Trace(
                     id=self._new_id(), group=t.group, prompt_ids=t.prompt_ids, token_ids=t.token_ids[:p],
                     entropies=t.entropies[:p], varentropies=t.varentropies[:p], logprobs=t.logprobs[:p],
-                    forced=t.forced[:p], parent=t.id, fork_step=p, extra=copy.deepcopy(t.extra)))
+                    self_certainties=t.self_certainties[:p], forced=t.forced[:p], parent=t.id, fork_step=p, extra=copy.deepcopy(t.extra)))
         self.stats.forks += len(self.live)
         self.stats.max_active = max(self.stats.max_active, len(self.live))
 
@@ -664,6 +674,7 @@ class Decoder:
                     toks = self._sample(logp.index_select(0, rows))
                 chosen = dict(zip(need_sample, toks.tolist()))
             h_l, v_l = h.tolist(), v.tolist()
+            c_l = (-logp.mean(-1) - math.log(logp.shape[-1])).tolist()  # self-certainty KL(U ‖ π_t)
             parents: list[int] = []
             survivors: list[Trace] = []
             new_tokens: list[int] = []
@@ -687,6 +698,7 @@ class Decoder:
                     seq.entropies.append(h_l[r])
                     seq.varentropies.append(v_l[r])
                     seq.logprobs.append(float(logp[r, tok]))
+                    seq.self_certainties.append(c_l[r])
                     seq.forced.append(forced)
                     self.stats.sampled_tokens += 1
                     reason = self._finish_reason(seq, tok)

@@ -7,7 +7,8 @@
   ``vote:min_entropy``, ``eat``, ``dts``, ``eager``, ``egl``, ``seat``.
 - :mod:`.aggregate` — majority / inverse-entropy votes, min-entropy path, semantic entropy (likelihood and count
   forms), the SEAT loop; answer clustering lives in :mod:`entrolab.env.equivalence`.
-- :mod:`.uncertainty` — trace-length and mean-token-entropy uncertainty scores, AUROC.
+- :mod:`.uncertainty` — registered uncertainty measures (token entropy, trace length, self-certainty, semantic
+  entropy, answer clusters, vote confidence) and how well they predict errors (AUROC, PRR, bootstrap CIs).
 """
 
 from ..generation.decoder import (
@@ -32,7 +33,14 @@ from .aggregate import (
     semantic_entropy,
     weighted_vote,
 )
-from .base import STRATEGIES, Strategy, StrategyResult, build_strategy, strategy_names
+from .base import (
+    STRATEGIES,
+    GenerationSettings,
+    Strategy,
+    StrategyResult,
+    build_strategy,
+    strategy_names,
+)
 from .strategies import (
     DTS,
     EAT,
@@ -44,14 +52,23 @@ from .strategies import (
     MinEntropyPath,
     SampleStrategy,
 )
-from .uncertainty import MeanTokenEntropy, TraceLength, auroc
+from .uncertainty import (
+    MEASURES,
+    Evidence,
+    MeanTokenEntropy,
+    TraceLength,
+    auroc,
+    prr,
+    score_measures,
+    uncertainty_block,
+)
 
 __all__ = [
     "DTS", "EAT", "EGL", "SEAT", "EAGer", "InverseEntropyVote", "MajorityVote", "MinEntropyPath", "SampleStrategy",
-    "STRATEGIES", "Strategy", "StrategyResult", "build_strategy", "strategy_names",
+    "STRATEGIES", "GenerationSettings", "Strategy", "StrategyResult", "build_strategy", "strategy_names",
     "DecodeStats", "Decoder", "Generation", "StepView", "Trace", "entropy_varentropy", "generate", "select_cache",
     "top_k_entropy",
     "SEATRound", "Vote", "cluster_distribution", "inverse_entropy_vote", "majority_vote", "min_entropy_path",
     "seat_loop", "semantic_entropy", "weighted_vote",
-    "MeanTokenEntropy", "TraceLength", "auroc",
+    "MEASURES", "Evidence", "MeanTokenEntropy", "TraceLength", "auroc", "prr", "score_measures", "uncertainty_block",
 ]

@@ -27,6 +27,7 @@ from .aggregate import inverse_entropy_vote, majority_vote, min_entropy_path
 __all__ = [
     "STRATEGIES",
     "AnswerFn",
+    "GenerationSettings",
     "PromptFn",
     "SampleStrategy",
     "Strategy",
@@ -95,7 +96,10 @@ def refine_request(question: str, previous: str, note: str = "") -> str:
 @dataclass
 class StrategyResult:
     """One question's outcome: the answer, the response it came from (``chosen``), every trace generated, the
-    tokens spent, and strategy-specific details in ``info``."""
+    tokens spent, and strategy-specific details in ``info``. Strategies that aggregate several answers also record
+    the responses they aggregated (``samples``) and their answers (``sample_answers``), which the answer-distribution
+    uncertainty measures read (:mod:`entrolab.inference.uncertainty`); both stay empty for a strategy that answers
+    from one response."""
 
     question: str
     answer: Optional[str]
@@ -104,6 +108,8 @@ class StrategyResult:
     traces: list[Trace] = field(default_factory=list)
     chosen: Optional[Trace] = None
     info: dict[str, Any] = field(default_factory=dict)
+    samples: list[Trace] = field(default_factory=list)
+    sample_answers: list[Optional[str]] = field(default_factory=list)
 
     @property
     def entropy_trace(self) -> list[float]:
@@ -149,18 +155,6 @@ class Strategy(Component):
         raise NotImplementedError
 
     # -- shared helpers ------------------------------------------------------------------------------------------------
-    def _check_generation(self) -> None:
-        owner = type(self).__name__
-        check_range(owner, "max_new_tokens", getattr(self, "max_new_tokens"), lo=1)
-        check_range(owner, "temperature", getattr(self, "temperature"), lo=0.0, lo_open=True)
-        check_range(owner, "top_p", getattr(self, "top_p"), lo=0.0, hi=1.0, lo_open=True)
-
-    def _decoder(self, model: Any, tokenizer: Any, generator: Optional[torch.Generator],
-                 max_new_tokens: Optional[int] = None) -> Decoder:
-        s: Any = self
-        return Decoder(model, tokenizer, max_new_tokens=max_new_tokens or s.max_new_tokens,
-                       temperature=s.temperature, top_p=s.top_p, generator=generator)
-
     @staticmethod
     def _fns(prompt_fn: Optional[PromptFn], answer_fn: Optional[AnswerFn]) -> tuple[PromptFn, AnswerFn]:
         return prompt_fn or default_prompt_fn, answer_fn or default_answer_fn
@@ -168,6 +162,41 @@ class Strategy(Component):
     @staticmethod
     def _encode(tokenizer: Any, prompt_fn: PromptFn, questions: Sequence[str]) -> list[list[int]]:
         return [list(tokenizer.encode(prompt_fn(tokenizer, q), add_special_tokens=False)) for q in questions]
+
+
+@dataclass
+class GenerationSettings:
+    """The sampling settings every sampling strategy shares: response length, temperature and nucleus, validated once
+    (:meth:`check_generation`, run by ``__post_init__``) and turned into a :class:`Decoder` by :meth:`decoder`.
+
+    A strategy inherits it (``class X(GenerationSettings, Strategy)``) and overrides a field only where its paper
+    default differs (``dts`` and ``eager`` sample the full distribution, ``top_p = 1.0``) or where the field means
+    more there (EAT's ``max_new_tokens`` also covers the forced answer). Subclasses with their own ``__post_init__``
+    call ``super().__post_init__()``.
+    """
+
+    max_new_tokens: int = 512
+    """Maximum tokens per response."""
+    temperature: float = 0.6
+    """Sampling temperature T."""
+    top_p: float = 0.95
+    """Nucleus mass."""
+
+    def __post_init__(self) -> None:
+        self.check_generation()
+
+    def check_generation(self) -> None:
+        """ConfigError naming ``Owner.field`` unless max_new_tokens ≥ 1, T > 0 and 0 < top_p ≤ 1."""
+        owner = type(self).__name__
+        check_range(owner, "max_new_tokens", self.max_new_tokens, lo=1)
+        check_range(owner, "temperature", self.temperature, lo=0.0, lo_open=True)
+        check_range(owner, "top_p", self.top_p, lo=0.0, hi=1.0, lo_open=True)
+
+    def decoder(self, model: Any, tokenizer: Any, generator: Optional[torch.Generator],
+                max_new_tokens: Optional[int] = None) -> Decoder:
+        """A :class:`Decoder` sampling at these settings (``max_new_tokens`` overrides the field for this call)."""
+        return Decoder(model, tokenizer, max_new_tokens=max_new_tokens or self.max_new_tokens,
+                       temperature=self.temperature, top_p=self.top_p, generator=generator)
 
 
 def group_tokens(traces: Sequence[Trace]) -> int:
@@ -199,22 +228,12 @@ def build_strategy(name: str, **params: Any) -> "Strategy":
 
 @STRATEGIES.register("sample")
 @dataclass
-class SampleStrategy(Strategy):
+class SampleStrategy(GenerationSettings, Strategy):
     """One sampled response per question: a ~ softmax(z/T) restricted to the top-p nucleus. The reference point."""
-
-    max_new_tokens: int = 512
-    """Maximum tokens per response."""
-    temperature: float = 0.6
-    """Sampling temperature T."""
-    top_p: float = 0.95
-    """Nucleus mass."""
-
-    def __post_init__(self) -> None:
-        self._check_generation()
 
     def run(self, model, tokenizer, questions, *, generator=None, prompt_fn=None, answer_fn=None):
         prompt_fn, answer_fn = self._fns(prompt_fn, answer_fn)
-        dec = self._decoder(model, tokenizer, generator)
+        dec = self.decoder(model, tokenizer, generator)
         dec.prefill(self._encode(tokenizer, prompt_fn, questions))
         by_group = {t.group: t for t in dec.run()}
         out = []
@@ -226,7 +245,7 @@ class SampleStrategy(Strategy):
 
 
 @dataclass
-class VoteStrategy(Strategy):
+class VoteStrategy(GenerationSettings, Strategy):
     """n sampled responses per question, aggregated by ``aggregation`` (set by the registered subclasses)."""
 
     aggregation: ClassVar[str] = "majority"
@@ -234,22 +253,16 @@ class VoteStrategy(Strategy):
 
     n: int = 8
     """Responses sampled per question."""
-    max_new_tokens: int = 512
-    """Maximum tokens per response."""
-    temperature: float = 0.6
-    """Sampling temperature T."""
-    top_p: float = 0.95
-    """Nucleus mass."""
     equivalence: str = "math"
     """How answers are clustered (entrolab.env.equivalence modes: math, exact, embedding)."""
 
     def __post_init__(self) -> None:
-        self._check_generation()
+        super().__post_init__()
         check_range(type(self).__name__, "n", self.n, lo=1)
 
     def run(self, model, tokenizer, questions, *, generator=None, prompt_fn=None, answer_fn=None):
         prompt_fn, answer_fn = self._fns(prompt_fn, answer_fn)
-        dec = self._decoder(model, tokenizer, generator)
+        dec = self.decoder(model, tokenizer, generator)
         dec.prefill(self._encode(tokenizer, prompt_fn, questions), num_return_sequences=self.n)
         traces = dec.run()
         out = []
@@ -279,7 +292,7 @@ class VoteStrategy(Strategy):
         info = {"aggregation": self.aggregation, "n": len(traces), "winner_share": share,
                 "answers": answers, "mean_entropies": ents, **uncertainty_info(chosen)}
         return StrategyResult(question, answer, chosen.text if chosen else "", group_tokens(traces), traces,
-                              chosen, info)
+                              chosen, info, samples=list(traces), sample_answers=answers)
 
 
 @STRATEGIES.register("vote:majority")

@@ -1,18 +1,26 @@
 """``entrolab infer`` and ``entrolab evaluate``: entropy-guided inference from the command line.
 
-    entrolab infer [--model default|tiny|PATH] [--strategy NAME] [--budget N] [--param key=value ...] "question"
-    entrolab evaluate --data FILE.jsonl [--strategy NAME] [--budget N] [--limit N] [--out DIR]
-                      [--sweep auto|none|V1,V2,...] [--baseline-max-samples 64]
+    entrolab infer [--model default|tiny|PATH] [--strategy NAME] [--budget N] [--param key=value ...]
+                   [--clustering strategy|exact|math|embedding] "question"
+    entrolab evaluate --data FILE.jsonl|arithmetic [--strategy NAME] [--budget N] [--limit N] [--out DIR]
+                      [--sweep auto|none|V1,V2,...] [--baseline-max-samples 64] [--bootstrap 1000]
 
-``infer`` prints the answer, the tokens spent and the entropy trace of the response. ``evaluate`` scores a strategy
-on a JSONL file of ``{"question": ..., "answer": ...}`` rows (``problem``/``solution`` also accepted; a solution's
+``infer`` prints the answer, the tokens spent, the entropy trace of the response and an uncertainty block: for a
+strategy that samples several answers (vote:*, eager, seat, dts with num_traces ≥ 2) the semantic entropy of the
+answer clusters (likelihood and count forms), the clusters and the winner's share; for every strategy the chosen
+response's mean and max token entropy, trace length and self-certainty (``--json`` carries the same fields under
+"uncertainty"). ``evaluate`` scores a strategy on a JSONL file of ``{"question": ..., "answer": ...}`` rows (``problem``/``solution`` also accepted; a solution's
 last ``\\boxed{}`` is its answer), at its configured setting and at the other settings of its sweep knob, and
 compares it with plain sampling + majority vote at matched compute: every question gets the same number K of plain
 samples, K raised until each question's samples reach the largest number of tokens the strategy spent on it, and for
 each strategy setting the baseline votes over the fewest first samples that reach that setting's tokens. When the
 cap ``--baseline-max-samples`` stops K first, the output and metrics.json say "baseline capped at N samples: X tokens
-vs Y" instead of claiming matched compute. It writes ``results.jsonl``, ``metrics.json`` and
-``accuracy_vs_tokens.png`` (both accuracy-vs-tokens curves) to ``--out``.
+vs Y" instead of claiming matched compute. It writes ``results.jsonl``, ``metrics.json``,
+``accuracy_vs_tokens.png`` (both accuracy-vs-tokens curves) and ``accuracy_vs_rejection.png`` to ``--out``. It also
+scores every uncertainty measure the strategy allows (:mod:`entrolab.inference.uncertainty`) against correctness at
+the configured setting: AUROC and PRR with 95 % percentile-bootstrap CIs over questions, and accuracy vs the fraction
+of most uncertain questions left unanswered (``accuracy_vs_rejection.png``). ``--data arithmetic`` reads the packaged
+64-question set.
 """
 
 from __future__ import annotations
@@ -45,7 +53,9 @@ def register(sub) -> None:
 
     e = sub.add_parser("evaluate", help="score an inference strategy on a JSONL dataset against majority voting",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    e.add_argument("--data", required=True, help="JSONL file with question/answer (or problem/solution) rows")
+    e.add_argument("--data", required=True,
+                   help="JSONL file with question/answer (or problem/solution) rows, or the name of a packaged set: "
+                   + "; ".join(f"{k} ({v[1]})" for k, v in PACKAGED_DATA.items()))
     _common(e)
     e.add_argument("--limit", type=int, default=None, help="use the first N rows")
     e.add_argument("--out", default="entrolab_eval", help="output directory (default: %(default)s)")
@@ -60,6 +70,9 @@ def register(sub) -> None:
     e.add_argument("--sweep-field", default=None, metavar="FIELD",
                    help="the parameter to sweep (default: the strategy's sweep knob, e.g. n for vote:*, "
                    "max_active for dts, delta for eat)")
+    e.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="percentile-bootstrap resamples over questions for the 95 %% CIs of each uncertainty "
+                   "measure's AUROC and PRR (seeded by --seed; 0: no CIs; default: %(default)s)")
     e.set_defaults(func=_cmd_evaluate)
 
 
@@ -75,6 +88,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     p.add_argument("--answer", choices=["boxed", "boxed_or_last_number"], default="boxed",
                    help="answer extraction: the last \\boxed{}, or that else the last number (default: %(default)s)")
+    p.add_argument("--clustering", choices=["strategy", "exact", "math", "embedding"], default="strategy",
+                   help="how sampled answers are grouped for semantic entropy and the cluster summary: the "
+                   "strategy's own equivalence setting (math for strategies without one), exact strings, "
+                   "math-verify equivalence, or the packaged all-MiniLM-L6-v2 embedding (default: %(default)s)")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -168,6 +185,52 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+def _clustering(args: argparse.Namespace, strategy) -> str:
+    """--clustering, where "strategy" means the strategy's ``equivalence`` field (math when it has none)."""
+    if getattr(args, "clustering", "strategy") != "strategy":
+        return args.clustering
+    return getattr(strategy, "equivalence", "math")
+
+
+def _f(x: Any, spec: str = ".3f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def format_uncertainty(block: dict[str, Any]) -> list[str]:
+    """The text lines of ``entrolab infer``'s uncertainty block (:func:`entrolab.inference.uncertainty.
+    uncertainty_block`)."""
+    n = block["samples"]
+    lines = []
+    if n >= 2:
+        lines.append(f"uncertainty ({n} sampled answers; clusters by {block['clustering_label']}):")
+        lines.append(f"  semantic entropy: {_f(block['semantic_entropy'])} nats (likelihood form), "
+                     f"{_f(block['semantic_entropy_count'])} nats (count form); ln {n} = {math.log(n):.3f} is "
+                     f"the most for {n} samples")
+        shown = []
+        for c in block["clusters"][:6]:
+            label = "no answer" if c["answer"] is None else repr(c["answer"])
+            shown.append(f"{label} ×{c['count']} (p {c['probability']:.2f})")
+        more = f", … {len(block['clusters']) - 6} more" if len(block["clusters"]) > 6 else ""
+        lines.append(f"  answer clusters: {block['num_clusters']}: " + ", ".join(shown) + more)
+        agree, answered = round(block["winner_share"] * n), block["answered"]
+        of_answered = (f"; {_f(block['winner_share_answered'])} of the {answered} that answered"
+                       if answered < n else "")
+        lines.append(f"  winner's share: {block['winner_share']:.3f} ({agree} of {n} samples give the answer"
+                     f"{of_answered}); inverse-entropy vote confidence {_f(block['inverse_entropy_confidence'])}")
+    else:
+        lines.append(f"uncertainty ({n} response{'s' if n != 1 else ''}):")
+    if "trace_length" in block:
+        lines.append(f"  chosen response: mean token entropy {_f(block['mean_token_entropy'])} nats, max "
+                     f"{_f(block['max_token_entropy'])} nats, trace length {block['trace_length']} tokens, "
+                     f"self-certainty {_f(block['self_certainty'])} nats")
+    if block["unavailable"]:
+        names = ", ".join(block["unavailable"])
+        why = sorted(set(block["unavailable"].values()))
+        lines.append(f"  not available from this strategy: {names} ({'; '.join(why)}); "
+                     f"a sampling strategy such as vote:majority gives them")
+    return lines
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # infer
 # ---------------------------------------------------------------------------------------------------------------------
@@ -187,10 +250,13 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                        answer_fn=ANSWER_FNS[args.answer])[0]
     seconds = time.perf_counter() - t0
     ent = res.entropy_trace
+    from .uncertainty import uncertainty_block
+
+    block = uncertainty_block(res, _clustering(args, strategy))
     if args.json:
         print(json.dumps(_jsonable({"strategy": strategy.spec(), "answer": res.answer, "tokens_spent": res.tokens_spent,
                                     "seconds": seconds, "entropy_trace": ent, "response": res.text,
-                                    "info": res.info}), ensure_ascii=False))
+                                    "info": res.info, "uncertainty": block}), ensure_ascii=False))
         return 0
     arxiv = f" (arXiv {strategy.arxiv})" if strategy.arxiv else ""
     print(f"strategy: {strategy.name}{arxiv}")
@@ -206,6 +272,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     if details:
         print("details: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                       for k, v in details.items()))
+    for line in format_uncertainty(block):
+        print(line)
     print("--- response ---")
     print(res.text)
     return 0
@@ -216,11 +284,29 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+# Evaluation sets shipped with the package (``--data NAME``), under src/entrolab/inference/data/.
+PACKAGED_DATA = {
+    "arithmetic": ("arithmetic.jsonl", "64 held-out questions of the synthetic arithmetic task at its default level "
+                   "(2-digit + 2-digit), build_task('arithmetic').heldout(64)"),
+}
+
+
+def packaged_data(name: str) -> str:
+    """The path of a packaged evaluation set (:data:`PACKAGED_DATA`)."""
+    from importlib.resources import files
+
+    if name not in PACKAGED_DATA:
+        raise ConfigError(f"no packaged data set {name!r}; packaged: {', '.join(PACKAGED_DATA)}")
+    return str(files("entrolab.inference").joinpath("data", PACKAGED_DATA[name][0]))
+
+
 def _load_rows(path: str, limit: Optional[int]) -> list[dict[str, str]]:
     import os
 
+    if not os.path.isfile(path) and path in PACKAGED_DATA:
+        path = packaged_data(path)
     if not os.path.isfile(path):
-        raise ConfigError(f"--data {path!r}: no such file")
+        raise ConfigError(f"--data {path!r}: no such file (packaged sets: {', '.join(PACKAGED_DATA)})")
     rows = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -357,12 +443,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from ..env.rewards import verify_math
-    from .base import ANSWER_FNS, SampleStrategy, build_strategy
+    from .base import ANSWER_FNS, GenerationSettings, SampleStrategy, build_strategy
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be ≥ 1, got {args.limit}")
     if args.batch_size < 1 or args.baseline_max_samples < 1:
         raise ConfigError("--batch-size and --baseline-max-samples must be ≥ 1")
+    if args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap must be ≥ 0 (0: no confidence intervals), got {args.bootstrap}")
     rows = _load_rows(args.data, args.limit)
     strategy = _strategy(args)
     knob, values = _sweep_values(args, strategy)
@@ -397,8 +485,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         points.append({"value": v, "results": res, "seconds": secs})
 
     # plain sampling + majority vote, same sampling settings, until each question's largest spend is reached
-    sampler = SampleStrategy(max_new_tokens=getattr(strategy, "max_new_tokens", 512),
-                             temperature=getattr(strategy, "temperature", 0.6), top_p=getattr(strategy, "top_p", 0.95))
+    sampler = SampleStrategy(**{f: getattr(strategy, f) for f in ("max_new_tokens", "temperature", "top_p")
+                                if isinstance(strategy, GenerationSettings)})
     targets_max = [max(p["results"][i].tokens_spent for p in points) for i in range(len(rows))]
     t1 = time.perf_counter()
     samples = sample_baseline(sampler, model, tok, questions, targets_max, args.baseline_max_samples,
@@ -420,6 +508,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     name = ("sample + vote:majority at matched compute" if base["matched"]
             else f"sample + vote:majority, compute NOT matched ({base['note']})")
     flags = [correct(r.answer, g) for r, g in zip(results, golds)]
+    unc, per_question = uncertainty_metrics(results, flags, _clustering(args, strategy), args.bootstrap, args.seed)
     metrics = {
         "strategy": strategy.spec(), "model": args.model, "rows": len(rows), "seed": args.seed,
         "answer_extraction": args.answer,
@@ -431,11 +520,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                      "curve": majority_curve(samples, golds, correct)},
         "sweep": {"field": knob, "points": sorted(sweep_points, key=lambda q: q["tokens_per_question"]),
                   "notes": sweep_notes},
+        "uncertainty": unc,
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.jsonl"), "w", encoding="utf-8") as f:
-        for row, r, ok, s in zip(rows, results, flags, samples):
+        for row, r, ok, s, u in zip(rows, results, flags, samples, per_question):
             f.write(json.dumps(_jsonable({**row, "prediction": r.answer, "correct": ok, "tokens_spent": r.tokens_spent,
+                                          "uncertainty": u,
                                           "info": {k: v for k, v in r.info.items() if k != "report"},
                                           "baseline_answers": [a for a, _ in s],
                                           "baseline_tokens": [n for _, n in s],
@@ -445,6 +536,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         json.dump(_jsonable(metrics), f, indent=2)
     plot = os.path.join(args.out, "accuracy_vs_tokens.png")
     _plot(metrics, plot)
+    rej_plot = os.path.join(args.out, "accuracy_vs_rejection.png")
+    _plot_rejection(unc, rej_plot, f"{strategy.name} ({len(rows)} questions, {args.model})")
     print(f"strategy {strategy.name} ({knob}={values[0]}): accuracy {metrics['accuracy']:.3f} on {len(rows)} "
           f"questions, {metrics['tokens_per_question']:.1f} tokens/question ({strat_seconds:.1f} s)")
     if base["matched"]:
@@ -464,8 +557,116 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  {knob}={q['value']}: {q['accuracy']:.3f}, {q['tokens_per_question']:.1f} | {bl}")
         for n in sweep_notes:
             print(f"  note: {n}")
-    print(f"wrote {os.path.join(args.out, 'results.jsonl')}, {os.path.join(args.out, 'metrics.json')}, {plot}")
+    for line in format_uncertainty_scores(unc):
+        print(line)
+    print(f"wrote {os.path.join(args.out, 'results.jsonl')}, {os.path.join(args.out, 'metrics.json')}, {plot}, "
+          f"{rej_plot}")
     return 0
+
+
+def uncertainty_metrics(results: list, flags: list[bool], clustering: str, resamples: int,
+                        seed: int) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Every registered uncertainty measure the strategy's results allow, scored against correctness: per measure
+    AUROC and PRR with 95 % percentile-bootstrap CIs over questions, the mean U on right and wrong answers, and the
+    accuracy-vs-rejection curve. Returns (the ``uncertainty`` entry of metrics.json, per question {measure: U})."""
+    from .uncertainty import (
+        CLUSTERINGS,
+        MEASURES,
+        Evidence,
+        build_measures,
+        measure_values,
+        prediction_rejection_area,
+        rejection_curve,
+        score_measures,
+    )
+
+    measures = build_measures()
+    per_question: list[dict[str, float]] = []
+    missing: dict[str, str] = {}
+    for r in results:
+        vals, why = measure_values(Evidence.from_result(r, clustering), measures)
+        per_question.append(vals)
+        for k, v in why.items():
+            missing.setdefault(k, v)
+    names = [m.name for m in measures if any(m.name in v for v in per_question)]
+    series = {n: [v.get(n, float("nan")) for v in per_question] for n in names}
+    scored = score_measures(series, flags, resamples=resamples, seed=seed)
+    for n in names:
+        finite = [(u, ok) for u, ok in zip(series[n], flags) if math.isfinite(u)]
+        scored[n]["arxiv"] = MEASURES.get(n).arxiv
+        scored[n]["curve"] = [[round(x, 6), y] for x, y in rejection_curve([u for u, _ in finite],
+                                                                           [ok for _, ok in finite])]
+        if scored[n]["questions"] < len(results):
+            scored[n]["note"] = (f"computed on {scored[n]['questions']} of {len(results)} questions "
+                                 f"({missing.get(n, 'undefined elsewhere')})")
+    n_right = sum(flags)
+    unc = {
+        "higher_means": "less confident",
+        "clustering": clustering, "clustering_label": CLUSTERINGS.get(clustering, clustering),
+        "questions": len(flags), "right": n_right,
+        "bootstrap": {"method": "percentile, over questions", "resamples": resamples, "seed": seed, "level": 0.95},
+        "measures": scored,
+        "unavailable": {k: v for k, v in missing.items() if k not in names},
+        "oracle_curve": [[round(x, 6), y] for x, y in rejection_curve([-float(f) for f in flags], flags)],
+        "random_accuracy": n_right / len(flags) if flags else float("nan"),
+        "oracle_area": prediction_rejection_area([-float(f) for f in flags], flags) if flags else float("nan"),
+    }
+    return unc, per_question
+
+
+def format_uncertainty_scores(unc: dict[str, Any]) -> list[str]:
+    """The terminal summary of :func:`uncertainty_metrics`."""
+    n, right = unc["questions"], unc["right"]
+    b = unc["bootstrap"]
+    ci = (f"95 % percentile-bootstrap CIs over questions, {b['resamples']} resamples, seed {b['seed']}"
+          if b["resamples"] else "no CIs (--bootstrap 0)")
+    lines = [f"uncertainty vs errors on {n} questions ({right} right; clusters by {unc['clustering_label']}; "
+             f"U higher = less confident; {ci}):"]
+    if right in (0, n):
+        lines.append(f"  every answer is {'right' if right else 'wrong'}: AUROC and PRR are undefined")
+    lines.append(f"  {'measure':<28} {'AUROC':>6} {'[95 % CI]':<16} {'PRR':>7} {'[95 % CI]':<17} mean U right / wrong")
+
+    def ci_s(row: dict, key: str) -> str:
+        lo_hi = row.get(f"{key}_ci")
+        return f"[{_f(lo_hi[0], '.2f')}, {_f(lo_hi[1], '.2f')}]" if lo_hi else ""
+
+    for name, row in unc["measures"].items():
+        lines.append(f"  {name:<28} {_f(row['auroc']):>6} {ci_s(row, 'auroc'):<16} {_f(row['prr']):>7} "
+                     f"{ci_s(row, 'prr'):<17} {_f(row['mean_right'], '.3g')} / {_f(row['mean_wrong'], '.3g')}"
+                     + (f"  ({row['note']})" if "note" in row else ""))
+    if unc["unavailable"]:
+        reasons = "; ".join(sorted(set(unc["unavailable"].values())))
+        lines.append(f"  not available from this strategy: {', '.join(unc['unavailable'])} ({reasons})")
+    return lines
+
+
+def _plot_rejection(unc: dict[str, Any], path: str, title: str) -> dict[str, tuple[list[float], list[float]]]:
+    """Accuracy of the answered questions vs the fraction rejected (the most uncertain first) for every scored
+    measure, with the oracle (reject wrong answers first) and random rejection (flat at the accuracy). Returns the
+    plotted series {label: (x, y)}."""
+    from matplotlib.figure import Figure
+
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    fig = Figure(figsize=(7.5, 4.8), dpi=120, layout="constrained")
+    ax = fig.subplots()
+    for name, row in unc["measures"].items():
+        x, y = [p[0] for p in row["curve"]], [p[1] for p in row["curve"]]
+        ax.plot(x, y, "-", lw=1.4, label=f"{name} (PRR {_f(row['prr'], '.2f')}, AUROC {_f(row['auroc'], '.2f')})")
+        series[name] = (x, y)
+    x, y = [p[0] for p in unc["oracle_curve"]], [p[1] for p in unc["oracle_curve"]]
+    ax.plot(x, y, "--", color="black", lw=1, label="oracle (wrong answers rejected first)")
+    series["oracle"] = (x, y)
+    ax.axhline(unc["random_accuracy"], ls=":", color="0.5", lw=1, label="random rejection")
+    series["random"] = ([0.0, 1.0], [unc["random_accuracy"]] * 2)
+    ax.set_xlabel("rejection rate (most uncertain questions left unanswered)")
+    ax.set_ylabel("accuracy on the answered questions")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"accuracy vs rejection: {title}; clusters: {unc['clustering']}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6.5)
+    fig.savefig(path)
+    return series
 
 
 def _plot(metrics: dict[str, Any], path: str) -> dict[str, tuple[list[float], list[float]]]:

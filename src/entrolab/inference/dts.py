@@ -27,7 +27,14 @@ from ..errors import ConfigError
 from ..generation.decoder import StepView, entropy_varentropy
 from ..registry import check_range
 from .aggregate import majority_vote
-from .base import STRATEGIES, Strategy, StrategyResult, group_tokens, uncertainty_info
+from .base import (
+    STRATEGIES,
+    GenerationSettings,
+    Strategy,
+    StrategyResult,
+    group_tokens,
+    uncertainty_info,
+)
 
 __all__ = ["DTS"]
 
@@ -36,7 +43,7 @@ RULES = ("varentropy", "entropy")
 
 @STRATEGIES.register("dts")
 @dataclass
-class DTS(Strategy):
+class DTS(GenerationSettings, Strategy):
     """Decoding Tree Sketching (arXiv 2511.00640); see the module docstring for the rule and defaults."""
 
     arxiv = "2511.00640"
@@ -56,17 +63,13 @@ class DTS(Strategy):
     """Stop when this many hypotheses have finished; their answers are majority-voted."""
     entropy_temperature: float = 0.6
     """T_H, temperature of the distribution the rule reads."""
-    max_new_tokens: int = 512
-    """Maximum tokens per hypothesis."""
-    temperature: float = 0.6
-    """Sampling temperature T."""
     top_p: float = 1.0
     """Nucleus mass for the non-branching steps (the code samples the full distribution)."""
     equivalence: str = "math"
     """Answer clustering for the vote over finished traces."""
 
     def __post_init__(self) -> None:
-        self._check_generation()
+        super().__post_init__()
         o = type(self).__name__
         if self.rule not in RULES:
             raise ConfigError(f"DTS.rule = {self.rule!r}; valid rules: {', '.join(RULES)}")
@@ -83,7 +86,7 @@ class DTS(Strategy):
 
     def run(self, model, tokenizer, questions, *, generator=None, prompt_fn=None, answer_fn=None):
         prompt_fn, answer_fn = self._fns(prompt_fn, answer_fn)
-        dec = self._decoder(model, tokenizer, generator)
+        dec = self.decoder(model, tokenizer, generator)
         frozen: set[int] = set()
         branch_events: dict[int, int] = {}
         done_count: dict[int, int] = {}
@@ -141,5 +144,6 @@ class DTS(Strategy):
                     "finished_naturally": len([t for t in ts if t.finish_reason in ("eos", "stop")]),
                     "voted": len(pool), "answers": answers, **uncertainty_info(chosen)}
             out.append(StrategyResult(q, vote.answer if vote.answer is not None else (answers[0] if answers else None),
-                                      chosen.text if chosen else "", group_tokens(ts), ts, chosen, info))
+                                      chosen.text if chosen else "", group_tokens(ts), ts, chosen, info,
+                                      samples=list(pool), sample_answers=answers))
         return out

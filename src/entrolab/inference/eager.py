@@ -26,14 +26,21 @@ from dataclasses import dataclass
 from ..generation.decoder import StepView, top_k_entropy
 from ..registry import check_range
 from .aggregate import majority_vote
-from .base import STRATEGIES, Strategy, StrategyResult, group_tokens, uncertainty_info
+from .base import (
+    STRATEGIES,
+    GenerationSettings,
+    Strategy,
+    StrategyResult,
+    group_tokens,
+    uncertainty_info,
+)
 
 __all__ = ["EAGer"]
 
 
 @STRATEGIES.register("eager")
 @dataclass
-class EAGer(Strategy):
+class EAGer(GenerationSettings, Strategy):
     """Entropy-aware branching with a per-prompt sequence budget (arXiv 2510.11170); see the module docstring."""
 
     arxiv = "2510.11170"
@@ -45,24 +52,20 @@ class EAGer(Strategy):
     """K of the top-K entropy (`[unverified]`, project choice)."""
     max_sequences: int = 32
     """M, per-prompt sequence budget (authors' README example)."""
-    max_new_tokens: int = 512
-    """Maximum tokens per sequence."""
-    temperature: float = 0.6
-    """Sampling temperature T (authors' README example)."""
     top_p: float = 1.0
-    """Nucleus mass."""
+    """Nucleus mass (1.0: the full distribution)."""
     equivalence: str = "math"
     """Answer clustering for the majority vote."""
 
     def __post_init__(self) -> None:
-        self._check_generation()
+        super().__post_init__()
         o = type(self).__name__
         check_range(o, "top_k", self.top_k, lo=2)
         check_range(o, "max_sequences", self.max_sequences, lo=1)
 
     def run(self, model, tokenizer, questions, *, generator=None, prompt_fn=None, answer_fn=None):
         prompt_fn, answer_fn = self._fns(prompt_fn, answer_fn)
-        dec = self._decoder(model, tokenizer, generator)
+        dec = self.decoder(model, tokenizer, generator)
         used = {g: 1 for g in range(len(questions))}
         branch_steps: dict[int, list[int]] = {g: [] for g in range(len(questions))}
 
@@ -90,5 +93,6 @@ class EAGer(Strategy):
                     "branch_steps": branch_steps[g], "winner_share": vote.share, "answers": answers,
                     **uncertainty_info(chosen)}
             text = chosen.text if chosen else ""
-            out.append(StrategyResult(q, vote.answer, text, group_tokens(ts), ts, chosen, info))
+            out.append(StrategyResult(q, vote.answer, text, group_tokens(ts), ts, chosen, info, samples=list(ts),
+                                      sample_answers=answers))
         return out

@@ -35,7 +35,13 @@ from typing import Optional
 from ..errors import ConfigError
 from ..generation.decoder import StepView, nats_to
 from ..registry import check_range
-from .base import STRATEGIES, Strategy, StrategyResult, uncertainty_info
+from .base import (
+    STRATEGIES,
+    GenerationSettings,
+    Strategy,
+    StrategyResult,
+    uncertainty_info,
+)
 
 __all__ = ["EAT", "ema_variance_stop"]
 
@@ -61,7 +67,7 @@ def ema_variance_stop(values: list[float], alpha: float, delta: float, min_dista
 
 @STRATEGIES.register("eat")
 @dataclass
-class EAT(Strategy):
+class EAT(GenerationSettings, Strategy):
     """Entropy After </think> early exit (arXiv 2509.26522); see the module docstring for the rule."""
 
     arxiv = "2509.26522"
@@ -94,13 +100,9 @@ class EAT(Strategy):
     """Tokens allowed for the answer after the forced suffix."""
     max_new_tokens: int = 512
     """Total tokens per response (reasoning + suffix + answer)."""
-    temperature: float = 0.6
-    """Sampling temperature."""
-    top_p: float = 0.95
-    """Nucleus mass."""
 
     def __post_init__(self) -> None:
-        self._check_generation()
+        super().__post_init__()
         o = type(self).__name__
 
         check_range(o, "alpha", self.alpha, lo=0.0, hi=1.0, lo_open=True)
@@ -121,7 +123,7 @@ class EAT(Strategy):
         if think_budget < 1:
             raise ConfigError(f"EAT.max_new_tokens = {self.max_new_tokens} leaves no room to reason before "
                               f"answer_tokens = {self.answer_tokens} and the {len(answer_ids)}-token answer suffix")
-        dec = self._decoder(model, tokenizer, generator)
+        dec = self.decoder(model, tokenizer, generator)
         group_probe: dict[int, int] = {}
         base = None if abs(self.entropy_base - math.e) < 1e-9 else self.entropy_base
 

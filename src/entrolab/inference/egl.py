@@ -23,7 +23,14 @@ import torch
 
 from ..generation.decoder import StepView, Trace, top_k_entropy
 from ..registry import check_range
-from .base import STRATEGIES, Strategy, StrategyResult, refine_request, uncertainty_info
+from .base import (
+    STRATEGIES,
+    GenerationSettings,
+    Strategy,
+    StrategyResult,
+    refine_request,
+    uncertainty_info,
+)
 
 __all__ = ["EGL", "egl_metrics"]
 
@@ -42,7 +49,7 @@ def egl_metrics(trace: Trace, confidence_threshold: float) -> dict[str, float]:
 
 @STRATEGIES.register("egl")
 @dataclass
-class EGL(Strategy):
+class EGL(GenerationSettings, Strategy):
     """Entropy-guided loop: draft, uncertainty report, one refinement when triggered (arXiv 2509.00079)."""
 
     arxiv = "2509.00079"
@@ -65,13 +72,9 @@ class EGL(Strategy):
     """Tokens of context shown on each side of a reported token."""
     max_new_tokens: int = 512
     """Maximum tokens of the draft and of the refinement, each."""
-    temperature: float = 0.6
-    """Sampling temperature."""
-    top_p: float = 0.95
-    """Nucleus mass."""
 
     def __post_init__(self) -> None:
-        self._check_generation()
+        super().__post_init__()
         o = type(self).__name__
         check_range(o, "top_k", self.top_k, lo=1)
         check_range(o, "count_threshold", self.count_threshold, lo=1)
@@ -112,7 +115,7 @@ class EGL(Strategy):
 
     def run(self, model, tokenizer, questions, *, generator=None, prompt_fn=None, answer_fn=None):
         prompt_fn, answer_fn = self._fns(prompt_fn, answer_fn)
-        dec = self._decoder(model, tokenizer, generator)
+        dec = self.decoder(model, tokenizer, generator)
         dec.prefill(self._encode(tokenizer, prompt_fn, questions))
         drafts = {t.group: t for t in dec.run(self._record)}
         metrics = {g: egl_metrics(drafts[g], self.confidence_threshold) for g in drafts}
@@ -120,7 +123,7 @@ class EGL(Strategy):
         reports = {g: self.report(drafts[g], dec.decode) for g in todo}
         refined: dict[int, Trace] = {}
         if todo:
-            dec2 = self._decoder(model, tokenizer, generator)
+            dec2 = self.decoder(model, tokenizer, generator)
             requests = [refine_request(questions[g], drafts[g].text, reports[g]) for g in todo]
             dec2.prefill(self._encode(tokenizer, prompt_fn, requests), groups=todo)
             refined = {t.group: t for t in dec2.run()}

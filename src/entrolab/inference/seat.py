@@ -26,6 +26,7 @@ from ..registry import check_range
 from .aggregate import SEATRound, majority_vote, seat_loop
 from .base import (
     STRATEGIES,
+    GenerationSettings,
     Strategy,
     StrategyResult,
     group_tokens,
@@ -38,7 +39,7 @@ __all__ = ["SEAT"]
 
 @STRATEGIES.register("seat")
 @dataclass
-class SEAT(Strategy):
+class SEAT(GenerationSettings, Strategy):
     """Semantic-entropy adaptive termination over rounds of parallel responses (arXiv 2507.06829)."""
 
     arxiv = "2507.06829"
@@ -54,15 +55,9 @@ class SEAT(Strategy):
     """"previous": round r refines round r−1's responses; "none": independent rounds."""
     equivalence: str = "math"
     """Answer clustering (entrolab.env.equivalence modes)."""
-    max_new_tokens: int = 512
-    """Maximum tokens per response."""
-    temperature: float = 0.6
-    """Sampling temperature."""
-    top_p: float = 0.95
-    """Nucleus mass."""
 
     def __post_init__(self) -> None:
-        self._check_generation()
+        super().__post_init__()
         o = type(self).__name__
         check_range(o, "n", self.n, lo=2)
         check_range(o, "threshold", self.threshold, lo=0.0)
@@ -81,7 +76,7 @@ class SEAT(Strategy):
                     requests = [q] * self.n
                 else:
                     requests = [refine_request(q, t.text) for t in rounds_traces[-1]]
-                dec = self._decoder(model, tokenizer, generator)
+                dec = self.decoder(model, tokenizer, generator)
                 dec.prefill(self._encode(tokenizer, prompt_fn, requests))
                 ts = sorted(dec.run(), key=lambda t: t.group)
                 rounds_traces.append(ts)
@@ -97,5 +92,6 @@ class SEAT(Strategy):
             info = {"rounds": len(rounds), "semantic_entropies": [r.entropy for r in rounds],
                     "converged": math.isfinite(last.entropy) and last.entropy < self.threshold,
                     "answers": [r.answers for r in rounds], "winner_share": vote.share, **uncertainty_info(chosen)}
-            out.append(StrategyResult(q, vote.answer, chosen.text, group_tokens(all_traces), all_traces, chosen, info))
+            out.append(StrategyResult(q, vote.answer, chosen.text, group_tokens(all_traces), all_traces, chosen, info,
+                                      samples=list(last_traces), sample_answers=list(last.answers)))
         return out
