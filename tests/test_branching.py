@@ -1,4 +1,4 @@
-"""The branching rollout engine (train/branching.py) and the decoder's forks from kept KV caches: a fork from a
+"""The branching rollout engine (generation/branching.py) and the decoder's forks from kept KV caches: a fork from a
 cached prefix equals re-running the prefix, the tree is rebuilt from (parent, fork_step) alone, packing is exact."""
 
 from __future__ import annotations

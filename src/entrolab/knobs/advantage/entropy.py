@@ -63,8 +63,9 @@ def _need_entropy(batch: RolloutBatch, who: str) -> torch.Tensor:
 
 def _need_extra(batch: RolloutBatch, name: str, who: str) -> torch.Tensor:
     if name not in batch.extras:
-        raise BatchError(f"advantage {who!r} needs RolloutBatch.extras[{name!r}], which the engine computes "
-                         f"(train/extras_advantage.py); this batch does not carry it")
+        raise BatchError(f"advantage {who!r} needs RolloutBatch.extras[{name!r}], which it computes in its "
+                         "rollout_extras from the engine's primitives (knobs/extras.py); this batch does not carry it: "
+                         "run PolicyObjective.rollout_extras on the rollout batch")
     return batch.extras[name]
 
 

@@ -1,6 +1,6 @@
 """Catalog entries of the advantage knob (issue 6, "Method catalog I"): entropy-shaped advantages, semantic-entropy
-and label-free rewards. Components live in ``knobs/advantage/entropy.py``; the engine extras they read have their
-providers in ``train/extras_advantage.py``. ``docs/methods-advantage.md`` has formulas, readings and toy numbers.
+and label-free rewards. Components live in ``knobs/advantage/entropy.py`` and compute the extras they read themselves,
+from the engine's primitives (``knobs/extras.py``). ``docs/methods-advantage.md`` has formulas, readings and toy numbers.
 
 Any method runs label-free in ``entrolab train`` with ``data.reward_source=majority_vote`` (TTRL-style pseudo-labels);
 EMPO and EM-RL are label-free by construction.

@@ -141,8 +141,8 @@ register_method(Method(
     name="evol_rl", title="EVOL-RL: majority selects, novelty varies (label-free)", arxiv="2509.15194",
     sets={"objective": [{"name": "evol_rl_bonus"}], "clip": "clip_higher"},
     entropy_effect="novelty-shaped rewards and an entropy bonus counter the collapse of majority-vote (TTRL) rewards",
-    evidence="approximate — needs the engine's reward hook (rewards replaced by evol_rl_rewards, batch marked "
-             "extras['evol_rl_shaped']); the embedder is all-MiniLM-L6-v2 instead of Qwen3-Embedding-4B",
+    evidence="approximate — the embedder is all-MiniLM-L6-v2 instead of Qwen3-Embedding-4B",
     notes="Rewards: majority 0.5 + 0.5·ν̂, others −1 + 0.5·ν̂, no answer −1; GRPO, clip-higher ε_high 0.28, entropy "
-          "bonus 0.003 (README example). The bonus term refuses to run on unshaped rewards.",
+          "bonus 0.003 (README example). The bonus term names the evol_rl reward source (env/reward_sources.py), which "
+          "the engine runs instead of the verifier; an engine without reward sources refuses the method.",
 ))

@@ -1,6 +1,6 @@
 """Catalog entries of the agentic sampling methods (issue 9, "Method catalog IV"): entropy-guided branching after tool
 calls. Components live in ``knobs/sampling/agentic.py``; the tool environment in ``env/tools.py`` (sandbox:
-``train/sandbox.py``); the branching engine in ``generation/branching.py``. ``docs/methods-agentic.md`` has the formulas,
+``env/sandbox.py``); the branching engine in ``generation/branching.py``. ``docs/methods-agentic.md`` has the formulas,
 defaults and departures.
 
 Both methods run on any task (they bring the calculator tool), and are meant for ``data.task=tool_arithmetic``,
