@@ -126,7 +126,7 @@ def test_run_dir_errors(tmp_path):
     with pytest.raises(RunDirError, match="no metrics records"):
         load_run(tmp_path / "empty")
     (tmp_path / "empty" / "metrics.jsonl").write_text('{"step": 0}\nnot json\n{"step": 1}\n')
-    with pytest.raises(RunDirError, match="line 2 is not valid JSON"):
+    with pytest.raises(ConfigError, match="metrics.jsonl line 2: not valid JSON"):
         load_run(tmp_path / "empty")
     (tmp_path / "empty" / "metrics.jsonl").write_text('{"loss": 1}\n')
     with pytest.raises(RunDirError, match="no numeric 'step'"):

@@ -22,6 +22,7 @@ from entrolab.env.rewards import (
     verify_math,
 )
 from entrolab.env.tasks import ArithmeticTask, CountdownTask, Example
+from entrolab.errors import ConfigError
 
 
 def ex(answer, **meta):
@@ -217,13 +218,13 @@ def test_load_reward_fn_by_import_path(user_module):
 def test_load_reward_fn_errors(user_module):
     with pytest.raises(ValueError, match="module:function"):
         load_reward_fn("my_rewards.length_reward")
-    with pytest.raises(ImportError, match="no_such_module_xyz"):
+    with pytest.raises(ConfigError, match="no module named 'no_such_module_xyz'"):
         load_reward_fn("no_such_module_xyz:fn")
-    with pytest.raises(AttributeError, match="nope"):
+    with pytest.raises(ConfigError, match="has no function 'nope'; it defines: .*length_reward"):
         load_reward_fn("my_rewards:nope")
-    with pytest.raises(TypeError, match="not callable"):
+    with pytest.raises(ConfigError, match="not callable"):
         load_reward_fn("my_rewards:NOT_CALLABLE")
-    with pytest.raises(ImportError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         load_reward_fn(str(user_module / "missing.py") + ":fn")
 
 

@@ -28,6 +28,7 @@ from entrolab.env.tasks import (
     build_task,
     format_prompt,
 )
+from entrolab.files import FileError
 
 
 def take(task, n, start=0):
@@ -215,7 +216,7 @@ def test_file_task_errors(tmp_path):
     with pytest.raises(TaskError, match="unsupported dataset format"):
         FileTask(tmp_path / "d.txt")
     (tmp_path / "bad.jsonl").write_text('{"prompt": "a", "answer": "1"}\nnot json\n')
-    with pytest.raises(TaskError, match="bad.jsonl:2"):
+    with pytest.raises(FileError, match=r"bad.jsonl line 2: not valid JSON"):
         FileTask(tmp_path / "bad.jsonl")
 
 

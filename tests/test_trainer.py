@@ -35,7 +35,7 @@ def tiny_config(tmp_path, reward_path, **sections):
 def test_config_errors_name_the_key_and_allowed_values():
     with pytest.raises(ConfigError, match=r"unknown config key optim\.lrr.*allowed keys under optim: steps, lr"):
         config_from_dict({"optim": {"lrr": 1}})
-    with pytest.raises(ConfigError, match=r"rollout\.temperature must be > 0"):
+    with pytest.raises(ConfigError, match=r"rollout\.temperature = 0\.0 is out of range; allowed: \(0, inf\)"):
         config_from_dict({"rollout": {"temperature": 0}})
     with pytest.raises(ConfigError, match=r"optim\.schedule = 'step' is not allowed; choose one of: constant"):
         config_from_dict({"optim": {"schedule": "step"}})
@@ -212,7 +212,7 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, reward_path):
 
     trainer.objective.__class__ = type("NaNObjective", (trainer.objective.__class__,), {"__call__": nan_loss})
     before = [p.detach().clone() for p in trainer.params]
-    with pytest.raises(TrainingError, match="three steps in a row"):
+    with pytest.raises(TrainingError, match="3 steps in a row"):
         trainer.train()
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.params))
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

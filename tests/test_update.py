@@ -77,6 +77,40 @@ def test_non_finite_gradient_is_skipped():
     torch.testing.assert_close(policy.logits.detach(), before)  # nothing was applied
 
 
+def test_a_nan_clip_threshold_is_skipped_not_written_into_the_weights():
+    """``grad_clip = nan`` makes finite gradients NaN after clipping (the config refuses it; this is the guard
+    behind): the step is skipped and counted, the weights never see it."""
+    policy, batch = _rollout(ragged=False)
+    obj = methods.build("grpo")
+    batch = obj.compute_advantages(batch)
+    before = policy.logits.detach().clone()
+    m = _update(policy, batch, obj, UpdateSettings(mini_batches=2, grad_clip=float("nan")))
+    assert m["update/skipped"] == 2.0 and m["update/steps"] == 2.0
+    torch.testing.assert_close(policy.logits.detach(), before)
+    assert torch.isfinite(policy.logits).all()
+
+
+def test_weights_made_non_finite_by_the_optimizer_stop_the_update():
+    from entrolab.errors import TrainingError
+
+    class Overflowing(torch.optim.SGD):
+        def step(self, closure=None):  # an optimizer whose arithmetic overflows (as half precision can)
+            super().step(closure)
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].mul_(float("inf"))
+
+    policy, batch = _rollout(ragged=False)
+    obj = methods.build("grpo")
+    batch = obj.compute_advantages(batch)
+    opt = Overflowing(policy.parameters(), lr=1.0)
+
+    def forward(mb):
+        return policy.logprobs_entropy(mb.extras["prompt_id"], mb.response_ids)
+
+    with pytest.raises(TrainingError, match="optimizer step 0 of this update made the weights non-finite"):
+        policy_update(obj, batch, forward, opt, list(policy.parameters()), UpdateSettings())
+
+
 def test_toy_settings_and_errors():
     with pytest.raises(ValueError, match="unknown setting 'stepz'"):
         train_toy(methods.build("grpo"), TabularPolicy(), stepz=3)

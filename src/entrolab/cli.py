@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Callable, Optional, Sequence
 
-from .errors import ConfigError
+from .errors import ConfigError, EntrolabError
 
 # Modules that add subcommands: each exposes register(subparsers) -> None.
 _AREAS = (
@@ -164,9 +164,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except ConfigError as e:
+    except EntrolabError as e:  # entrolab's own errors: one line naming the field or file; anything else is a bug
         print(f"entrolab: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("entrolab: interrupted (a run's last checkpoint is intact: --resume RUN_DIR continues it)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,8 @@
 """The policy update shared by every engine here (the toy policy and the HF trainer): PPO epochs × mini-batches,
 gradient accumulation over micro-batches with exact loss normalisation, gradient-norm clipping, and a guard that
-never applies a non-finite gradient.
+never applies a non-finite gradient: an optimizer step whose loss, gradient norm or clipped gradients are not finite
+is skipped (the weights stay as they were) and counted; weights made non-finite by the step itself (an overflow in
+the optimizer) stop the run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from .batch import RolloutBatch
+from .errors import TrainingError
 from .objective import PolicyObjective
 
 # forward(micro_batch) -> (logprobs (b, T) with grad, entropy (b, T) or None)
@@ -39,6 +42,15 @@ def split_indices(n: int, parts: int, generator: Optional[torch.Generator]) -> l
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     parts = max(1, min(parts, n))
     return [c for c in torch.tensor_split(order, parts) if c.numel()]
+
+
+def _check_weights(params: list[torch.nn.Parameter], step: int) -> None:
+    """After an optimizer step from finite gradients the weights are finite unless the optimizer's arithmetic
+    overflowed (half precision); stop then, before any checkpoint can hold them."""
+    if params and not bool(torch.isfinite(torch.nn.utils.get_total_norm([p.detach() for p in params]))):
+        raise TrainingError(f"optimizer step {step} of this update made the weights non-finite although the gradients "
+                            "were finite (an overflow in the optimizer); stopping before any checkpoint holds them. "
+                            "Lower optim.lr or use model.dtype=float32; the last checkpoint is intact")
 
 
 def policy_update(
@@ -97,9 +109,12 @@ def policy_update(
                     params, settings.grad_clip if settings.grad_clip else float("inf")
                 ) if grads else torch.tensor(0.0)
                 finite = bool(torch.isfinite(norm))
+                if finite and grads and settings.grad_clip:  # the clipped gradients, as the optimizer will see them
+                    finite = bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
                 if finite:
                     optimizer.step()
                     grad_norms.append(float(norm))
+                    _check_weights(params, steps)
             if not finite:
                 optimizer.zero_grad(set_to_none=True)
                 skipped += 1

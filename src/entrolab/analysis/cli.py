@@ -20,6 +20,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..files import check_dir_path
 
 
 def _load_model(spec: str):
@@ -106,6 +107,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         raise ConfigError(f"--fit-fraction must be in (0, 1), got {args.fit_fraction}")
     if args.lr is not None and not args.lr > 0:
         raise ConfigError(f"--lr must be > 0, got {args.lr}")
+    if args.out is not None:
+        check_dir_path("--out", args.out)
     if args.run_dir is None:
         if not args.verify_dynamics:
             raise ConfigError("analyze needs a RUN_DIR, or --verify-dynamics to check the entropy dynamics on a "
@@ -148,6 +151,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if len(args.run_dirs) < 2:
         raise ConfigError("compare needs at least two run directories (use `entrolab analyze RUN_DIR` for one)")
     out = args.out or str(Path(args.run_dirs[0]).resolve().parent / "compare")
+    check_dir_path("--out", out)
     try:
         rep = compare_runs(args.run_dirs, out, labels=args.labels)
     except ValueError as e:

@@ -4,12 +4,11 @@ object per saved sample) and ``config.yaml``.
 Records are merged by ``step`` (a later record for the same step adds or overrides keys, so an evaluation logged
 as its own line still lands on its step). Non-finite numbers (``NaN``, ``Infinity``) and non-numeric values are
 treated as "not measured at that step". A truncated last line, as a crashed run leaves it, is ignored; a malformed
-line elsewhere is an error.
+line elsewhere, or a file that is not UTF-8, is an error naming the file and line (``entrolab.files``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ..errors import ConfigError
+from ..files import read_jsonl, read_yaml
 
 PathLike = Union[str, Path]
 
@@ -27,21 +27,9 @@ class RunDirError(ConfigError):
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    out: list[dict[str, Any]] = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            if i == len(lines) - 1:
-                break  # a run that crashed mid-write leaves a partial last line
-            raise RunDirError(f"{path}: line {i + 1} is not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise RunDirError(f"{path}: line {i + 1} is a JSON {type(obj).__name__}, expected an object")
-        out.append(obj)
-    return out
+    """The records of a run's JSON-lines file; a torn last line (a crash mid-write) is dropped, any other bad line
+    names the file and line."""
+    return read_jsonl(path, objects=True, torn_tail=True, what="run file")
 
 
 def _is_number(v: Any) -> bool:
@@ -128,11 +116,6 @@ def load_run(run_dir: PathLike) -> Run:
     config: dict[str, Any] = {}
     cpath = path / "config.yaml"
     if cpath.is_file():
-        import yaml
-
-        try:
-            loaded = yaml.safe_load(cpath.read_text(encoding="utf-8"))
-            config = loaded if isinstance(loaded, dict) else {}
-        except yaml.YAMLError:
-            config = {}
+        loaded = read_yaml(cpath, what="run config")
+        config = loaded if isinstance(loaded, dict) else {}
     return Run(path=path, records=records, samples=samples, config=config)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EntrolabError
 
 __all__ = [
     "PACKAGED_DEFAULT",
@@ -36,8 +36,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 """Supported parameter dtypes by name."""
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(EntrolabError, RuntimeError):
     """A model or tokenizer could not be loaded (missing package, bad path, hub name)."""
+
+    exit_code = 2
 
 
 def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -291,7 +293,8 @@ def load_policy(name: str, dtype: str = "float32", gguf_file: str | None = None,
     """The run's policy and tokenizer by model name: :data:`TINY` (built from ``seed``) or anything
     :func:`load_model` loads."""
     if name == TINY:
-        return tiny_model(seed=seed)
+        model, tokenizer = tiny_model(seed=seed)
+        return model.to(_resolve_dtype(dtype)), tokenizer  # float32 as built; another dtype is honoured, not ignored
     return load_model(name, dtype=dtype, gguf_file=gguf_file)
 
 
@@ -303,7 +306,7 @@ def load_expert(expert: str | None, policy_name: str, policy: Any, dtype: str = 
     if name is None:
         raise ConfigError("this method needs an expert model: set model.expert to a local HF model directory (or "
                           ".gguf) sharing the policy's tokenizer")
-    model = tiny_model(seed=seed + 1)[0] if name == TINY else load_model(name, dtype=dtype)[0]
+    model = tiny_model(seed=seed + 1)[0].to(_resolve_dtype(dtype)) if name == TINY else load_model(name, dtype=dtype)[0]
     if model.get_output_embeddings().weight.shape[0] != policy.get_output_embeddings().weight.shape[0]:
         raise ConfigError(f"model.expert={name!r} has a different vocabulary size than the policy; choose an expert "
                           "with the policy's tokenizer")

@@ -25,6 +25,7 @@ import torch
 from ..batch import RolloutBatch
 from ..env.reward_sources import REWARD_SOURCES, ScoredRollout
 from ..env.tasks import format_prompt
+from ..errors import ConfigError
 from ..generation.branching import IdCounter
 from ..generation.engine import RolloutEngine
 from ..generation.rows import Generation
@@ -34,12 +35,40 @@ from ..ops.entropy import fused_logprobs_entropy
 from .forward import lm_head, policy_logprobs_entropy, response_hidden
 from .rollout import PromptStream, Rollout
 
-__all__ = ["NativeEngine", "SamplingSettings", "stable_id"]
+__all__ = ["NativeEngine", "SamplingSettings", "check_context", "context_limit", "stable_id"]
 
 
 def stable_id(text: str) -> int:
     """A process-independent 63-bit id of a prompt id string (python's hash() is salted per process)."""
     return int.from_bytes(hashlib.blake2b(str(text).encode(), digest_size=8).digest(), "little") >> 1
+
+
+def context_limit(model: Any) -> Optional[int]:
+    """The model's context length in tokens (``max_position_embeddings`` or ``n_positions`` of its config), or None
+    when the config does not say."""
+    cfg = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def check_context(model: Any, tokenizer: Any, prompts: list[str], examples: list, max_new_tokens: int) -> None:
+    """Refuse prompts that with ``max_new_tokens`` response tokens do not fit the model's context (they would train
+    on silently mangled positions), naming the longest prompt's length and the limit."""
+    limit = context_limit(model)
+    if limit is None or not prompts:
+        return
+    lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    if lengths[longest] + max_new_tokens > limit:
+        ex = examples[longest]
+        raise ConfigError(
+            f"prompt {getattr(ex, 'id', longest)!r} is {lengths[longest]} tokens (chat template included); with "
+            f"rollout.max_new_tokens = {max_new_tokens} it needs {lengths[longest] + max_new_tokens} positions, but "
+            f"the model's context is {limit} tokens; shorten the prompts (the data set's questions, "
+            "data.system_prompt) or lower rollout.max_new_tokens")
 
 
 @dataclass
@@ -102,6 +131,7 @@ class NativeEngine:
         if examples is None:
             examples = self.stream.take(count)
         prompts = [self.format(ex) for ex in examples]
+        check_context(self.model, self.tokenizer, prompts, examples, s.max_new_tokens)
         t = time.perf_counter()
         gen = gen_engine.rollout(self.objective.sampling, prompts, examples, s.n)
         timings = {"generate": time.perf_counter() - t}

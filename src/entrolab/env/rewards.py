@@ -40,6 +40,8 @@ from collections import Counter
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
+from ..errors import ConfigError
+from ..files import compile_python
 from .workers import DEFAULT_LIMIT_S, DEFAULT_MEMORY_MB, Call, Context, Outcome, shared_pool
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -512,42 +514,90 @@ def countdown_score(completion: str, example: "Example", format_weight: float = 
 
 
 # --------------------------------------------------------------------------- user rewards
-def load_reward_fn(spec: str | Callable) -> Callable[[str, "Example"], float]:
+class RewardFnError(ConfigError):
+    """A user reward ``module:function`` cannot be used: a malformed spec, a module that does not import (missing,
+    a syntax error, raising at import), a missing or non-callable function; the message names the spec."""
+
+
+def check_reward_spec(key: str, spec: str) -> None:
+    """A cheap check of a ``module:function`` spec before anything loads (config validation): its form, and that
+    the file or the top-level module exists. :func:`load_reward_fn` does the rest."""
+    module_name, attr = _split_spec(key, spec)
+    if module_name.endswith(".py"):
+        if not os.path.isfile(os.path.abspath(module_name)):
+            raise RewardFnError(f"{key} = {spec!r}: file {module_name} does not exist")
+        return
+    top = module_name.split(".")[0]
+    try:
+        found = importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise RewardFnError(f"{key} = {spec!r}: no module named {top!r} on the Python path; give the file "
+                            "instead (path/to/file.py:function) or add its directory to PYTHONPATH")
+
+
+def _split_spec(key: str, spec: Any) -> tuple[str, str]:
+    if isinstance(spec, str) and ":" in spec:
+        module_name, _, attr = spec.rpartition(":")
+        if module_name.strip() and attr.strip():
+            return module_name, attr
+    raise RewardFnError(f"{key} = {spec!r} must look like 'module:function' or 'path/to/file.py:function'")
+
+
+def _import_failure(key: str, spec: str, what: str, exc: BaseException) -> RewardFnError:
+    if isinstance(exc, SyntaxError):
+        return RewardFnError(f"{exc.filename} line {exc.lineno}: syntax error: {exc.msg} ({key} = {spec!r})")
+    return RewardFnError(f"{key} = {spec!r}: importing {what} raised {type(exc).__name__}: {exc}")
+
+
+def load_reward_fn(spec: str | Callable, key: str = "reward function") -> Callable[[str, "Example"], float]:
     """Resolve ``"module:function"`` (or ``"path/to/file.py:function"``) to a callable.
 
     The function must have the signature ``fn(completion: str, example: Example) -> float``.
-    A callable is returned unchanged.  Errors name the spec and what went wrong.
+    A callable is returned unchanged. Every failure is a :class:`RewardFnError` naming ``key`` and the spec: a
+    malformed spec, a module that is missing, has a syntax error (with its file and line) or raises at import, and
+    a missing or non-callable function.
     """
     if callable(spec):
         return spec
-    if not isinstance(spec, str) or ":" not in spec:
-        raise ValueError(f"reward function must be given as 'module:function', got {spec!r}")
-    module_name, _, attr = spec.rpartition(":")
-    if not module_name or not attr:
-        raise ValueError(f"reward function must be given as 'module:function', got {spec!r}")
+    module_name, attr = _split_spec(key, spec)
     if module_name.endswith(".py"):
         path = os.path.abspath(module_name)
         if not os.path.isfile(path):
-            raise ImportError(f"reward function {spec!r}: file {path} does not exist")
+            raise RewardFnError(f"{key} = {spec!r}: file {path} does not exist")
+        code = compile_python(path)  # not UTF-8, or a syntax error: names the file and line
         mod_id = "entrolab_user_reward_" + re.sub(r"\W", "_", path)
         file_spec = importlib.util.spec_from_file_location(mod_id, path)
-        if file_spec is None or file_spec.loader is None:  # pragma: no cover
-            raise ImportError(f"reward function {spec!r}: cannot import {path}")
+        if file_spec is None:  # pragma: no cover
+            raise RewardFnError(f"{key} = {spec!r}: cannot import {path}")
         module = importlib.util.module_from_spec(file_spec)
         sys.modules[mod_id] = module
-        file_spec.loader.exec_module(module)
+        try:
+            exec(code, module.__dict__)
+        except Exception as exc:  # noqa: BLE001 — the user's module failed: say so, naming it
+            sys.modules.pop(mod_id, None)
+            raise _import_failure(key, spec, path, exc) from None
     else:
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ImportError(f"reward function {spec!r}: cannot import module {module_name!r}: {exc}") from exc
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                raise RewardFnError(f"{key} = {spec!r}: no module named {exc.name!r} on the Python path; give the "
+                                    "file instead (path/to/file.py:function) or add its directory to PYTHONPATH"
+                                    ) from None
+            raise _import_failure(key, spec, f"module {module_name!r}", exc) from None
+        except Exception as exc:  # noqa: BLE001 — the user's module failed: say so, naming it
+            raise _import_failure(key, spec, f"module {module_name!r}", exc) from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise AttributeError(f"reward function {spec!r}: {module_name!r} has no attribute {attr!r}")
+            names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+            raise RewardFnError(f"{key} = {spec!r}: {module_name!r} has no function {attr!r}"
+                                + (f"; it defines: {', '.join(names)}" if names else ""))
         obj = getattr(obj, part)
     if not callable(obj):
-        raise TypeError(f"reward function {spec!r} is not callable (got {type(obj).__name__})")
+        raise RewardFnError(f"{key} = {spec!r} is not callable (got {type(obj).__name__})")
     return obj
 
 
@@ -832,13 +882,13 @@ def build_reward(task: "Task", format_weight: float = 0.0, custom: str | Callabl
     imported here once (so a bad spec fails now, naming it) and again in each worker.
     ``limit_s``, ``memory_mb``, ``workers``, ``isolation``: see :class:`RewardFunction`.
     """
-    if format_weight < 0:
-        raise ValueError(f"format_weight must be >= 0, got {format_weight}")
+    if not (isinstance(format_weight, (int, float)) and math.isfinite(format_weight) and format_weight >= 0):
+        raise ConfigError(f"data.format_reward = {format_weight!r} must be a finite number >= 0")
     bounds = {"limit_s": limit_s, "memory_mb": memory_mb, "workers": workers, "isolation": isolation}
     if custom is None:
         return RewardFunction(_TaskScore(task, format_weight),
                               name=f"{getattr(task, 'name', type(task).__name__)}-verifier", **bounds)
-    fn = load_reward_fn(custom)
+    fn = load_reward_fn(custom, key="data.reward_fn")
     name = custom if isinstance(custom, str) else getattr(fn, "__qualname__", repr(fn))
     return RewardFunction(_SpecFunction(custom) if isinstance(custom, str) else fn, name=name,
                           correct_fn=_TaskCorrect(task), format_weight=format_weight, **bounds)

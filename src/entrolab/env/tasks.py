@@ -21,8 +21,8 @@ import csv
 import dataclasses
 import hashlib
 import inspect
+import io
 import itertools
-import json
 import logging
 import os
 import random
@@ -31,6 +31,7 @@ from fractions import Fraction
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import ConfigError
+from ..files import FileError, json_kind, read_json, read_jsonl, read_text
 from ..registry import Registry
 from .rewards import countdown_score, eval_expression, math_score
 
@@ -437,30 +438,34 @@ def _read_rows(path: str) -> tuple[list[dict], list[str]]:
         raise TaskError(f"dataset file not found: {path}")
     ext = os.path.splitext(path)[1].lower()
     if ext in (".jsonl", ".ndjson"):
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise TaskError(f"{path}:{lineno}: invalid JSON: {exc}") from exc
+        rows = read_jsonl(path, what="data file")  # every line one JSON object; errors name the file and line
     elif ext == ".json":
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        rows = data if isinstance(data, list) else data.get("data", data.get("rows"))
+        data = read_json(path, what="data file")
+        rows = data if isinstance(data, list) else data.get("data", data.get("rows")) if isinstance(data, dict) \
+            else None
         if not isinstance(rows, list):
-            raise TaskError(f"{path}: expected a JSON list of objects")
+            raise TaskError(f"{path}: expected a JSON list of objects (or an object with a 'data' list), got "
+                            f"{json_kind(data)}")
+        for i, r in enumerate(rows):
+            if not isinstance(r, dict):
+                raise TaskError(f"{path}: item {i} is {json_kind(r)}, expected an object "
+                                '(e.g. {"prompt": ..., "answer": ...})')
     elif ext == ".parquet":
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001 — pyarrow's errors have no common base; name the file
+            raise TaskError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from None
         return table.to_pylist(), list(table.column_names)
     elif ext in (".csv", ".tsv"):
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t" if ext == ".tsv" else ",")
+        text = read_text(path, what="data file")
+        try:
+            reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if ext == ".tsv" else ",")
             rows = list(reader)
-            return rows, list(reader.fieldnames or [])
+        except csv.Error as exc:
+            raise TaskError(f"{path} line {reader.line_num}: not valid CSV ({exc})") from None
+        return rows, list(reader.fieldnames or [])
     else:
         raise TaskError(f"unsupported dataset format {ext!r} ({path}); use .jsonl, .json, .parquet, .csv or a saved HF dataset directory")
     if not all(isinstance(r, dict) for r in rows):
@@ -607,7 +612,13 @@ def build_task_from_settings(kind: str, settings: Mapping[str, Any], defaults: M
         elif value != defaults.get(key):
             takes = ", ".join(f"{where}{k}" for k in settings if k in accepted) or "none of the task settings"
             raise TaskError(f"{where}{key} does not apply to task {kind!r} (it takes {takes}); remove it")
-    return build_task(kind, **params)
+    try:
+        return build_task(kind, **params)
+    except TaskError as exc:
+        path = params.get("path")
+        if isinstance(exc, FileError) or (path is not None and str(exc).startswith(os.fspath(path))):
+            raise  # names its file (and line) already
+        raise TaskError(f"{where}task = {kind!r}: {exc}") from None
 
 
 def build_task(kind: str = DEFAULT_TASK, **params: Any) -> Task:

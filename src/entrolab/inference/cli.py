@@ -241,6 +241,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
     import torch
 
+    if not args.question.strip():
+        raise ConfigError("infer: the question is empty; pass it as the first argument, e.g. "
+                          "`entrolab infer \"What is 17 + 25?\"`")
     strategy = _strategy(args)
     model, tok = _load_model(args.model)
     t0 = time.perf_counter()
@@ -307,27 +310,22 @@ def _load_rows(path: str, limit: Optional[int]) -> list[dict[str, str]]:
         path = packaged_data(path)
     if not os.path.isfile(path):
         raise ConfigError(f"--data {path!r}: no such file (packaged sets: {', '.join(PACKAGED_DATA)})")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{n}: not JSON ({e.msg})") from e
-            q = obj.get("question", obj.get("problem", obj.get("prompt")))
-            a = obj.get("answer", obj.get("gold", obj.get("target")))
-            if a is None and obj.get("solution") is not None:
-                from ..env.rewards import extract_boxed
+    from ..files import numbered_jsonl, read_text
 
-                a = extract_boxed(str(obj["solution"]))
-            if q is None or a is None:
-                raise ConfigError(f"{path}:{n}: needs 'question' (or 'problem') and 'answer' (or a 'solution' "
-                                  f"with \\boxed{{}}); got keys {sorted(obj)}")
-            rows.append({"question": str(q), "answer": str(a)})
-            if limit is not None and len(rows) >= limit:
-                break
+    rows = []
+    for n, obj in numbered_jsonl(read_text(path, what="data file"), path, objects=True):
+        q = obj.get("question", obj.get("problem", obj.get("prompt")))
+        a = obj.get("answer", obj.get("gold", obj.get("target")))
+        if a is None and obj.get("solution") is not None:
+            from ..env.rewards import extract_boxed
+
+            a = extract_boxed(str(obj["solution"]))
+        if q is None or a is None or not str(q).strip():
+            raise ConfigError(f"{path} line {n}: needs 'question' (or 'problem'), not empty, and 'answer' (or a "
+                              f"'solution' with \\boxed{{}}); got keys {sorted(obj)}")
+        rows.append({"question": str(q), "answer": str(a)})
+        if limit is not None and len(rows) >= limit:
+            break
     if not rows:
         raise ConfigError(f"--data {path!r} has no rows")
     return rows
@@ -432,6 +430,14 @@ def _sweep_values(args: argparse.Namespace, strategy) -> tuple[str, list[Any]]:
         values = [_parse_value(v.strip()) for v in args.sweep.split(",") if v.strip()]
         if not values:
             raise ConfigError(f"--sweep {args.sweep!r}: expected comma-separated values, 'auto' or 'none'")
+        from .base import build_strategy
+
+        params = {k: v for k, v in strategy.spec().items() if k != "name"}
+        for v in values:  # values the user wrote are checked now, before any model loads
+            try:
+                build_strategy(strategy.name, **{**params, knob: v})
+            except ConfigError as e:
+                raise ConfigError(f"--sweep {args.sweep!r}: {knob}={v!r} is not a valid setting ({e})") from None
     values = [v for v in values if v != main]
     return knob, [main] + values
 
@@ -451,6 +457,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError("--batch-size and --baseline-max-samples must be ≥ 1")
     if args.bootstrap < 0:
         raise ConfigError(f"--bootstrap must be ≥ 0 (0: no confidence intervals), got {args.bootstrap}")
+    from ..files import check_dir_path
+
+    check_dir_path("--out", args.out)
     rows = _load_rows(args.data, args.limit)
     strategy = _strategy(args)
     knob, values = _sweep_values(args, strategy)

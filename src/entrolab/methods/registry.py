@@ -157,6 +157,17 @@ class ObjectiveSpec:
                               f"{', '.join(sorted(named))}")
         return next(iter(named), None)
 
+    def group_relative(self) -> bool:
+        """Whether one response per prompt leaves nothing to learn: the advantage compares the responses to a prompt
+        (a group of one gets 0) and the sampling strategy samples plain groups of ``rollout.n`` (a strategy that
+        generates its own rows, trees or branches, forms its own groups)."""
+        advantage = self.slots["advantage"].component_class()
+        sampling = self.slots["sampling"].component_class()
+        return bool(getattr(advantage, "group_relative", False)) and not sampling.takes_over_generation()
+
+    def advantage_name(self) -> str:
+        return self.slots["advantage"].name
+
     def build(self) -> PolicyObjective:
         comps = self._fresh if self._fresh is not None else {k: _construct(c, "") for k, c in self.slots.items()}
         self._fresh = None

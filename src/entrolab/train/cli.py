@@ -12,33 +12,26 @@ def register(sub) -> None:
     p.add_argument("--config", help="YAML config file (sections: model, data, rollout, algorithm, optim, eval, "
                                     "diagnostics, logging, checkpoint, seed)")
     p.add_argument("--method", help="catalog method, or several joined by commas (e.g. dr_grpo,kl_cov)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest intact checkpoint (key=value "
+                   "overrides may change only the keys docs/training.md lists as safe, e.g. optim.steps)")
+    p.add_argument("--overwrite", action="store_true", help="start anew in a logging.run_dir that holds a run, moving "
+                                                            "the old one aside to <dir>.replaced-<time>")
     p.add_argument("--print-config", action="store_true", help="print the fully resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. optim.lr=1e-5")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..engine.models import ModelLoadError
-    from ..env.tasks import TaskError
-    from ..errors import ConfigError
-
-    try:
-        return _train(args)
-    except (ModelLoadError, TaskError) as e:  # user-facing: a clear message, not a traceback
-        raise ConfigError(str(e)) from None
-
-
-def _train(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from .config import load_config
 
     if args.resume:
-        if args.config or args.method or args.overrides:
-            raise ConfigError("--resume takes the run's own config.yaml; drop --config/--method/overrides")
+        if args.config or args.method or args.overwrite or args.print_config:
+            raise ConfigError("--resume takes the run's own config.yaml; drop --config/--method/--overwrite/"
+                              "--print-config (key=value overrides of safe keys, e.g. optim.steps=40, are allowed)")
         from .trainer import Trainer
 
-        trainer = Trainer.resume(args.resume)
+        trainer = Trainer.resume(args.resume, overrides=args.overrides or ())
         print(f"entrolab: resuming {args.resume} at step {trainer.step_index}")
     else:
         config = load_config(args.config, args.overrides, args.method)
@@ -53,7 +46,7 @@ def _train(args: argparse.Namespace) -> int:
             return 0
         from .trainer import Trainer
 
-        trainer = Trainer(config)
+        trainer = Trainer(config, mode="overwrite" if args.overwrite else "new")
         print(f"entrolab: run directory {trainer.run_dir}")
     history = trainer.train()
     last = history[-1] if history else {}

@@ -1,13 +1,16 @@
 """The trainer's configuration: typed sections with defaults written once, validated on construction.
 
-Every field has a one-line docstring (the string right under it). Unknown keys and bad values raise
-``ConfigError`` naming the key and the allowed values. ``load_config(path, overrides)`` reads YAML and applies
+Every field has a one-line docstring (the string right under it) and declares what it accepts next to its default
+(``setting(default, lo=..., choices=..., ...)``, checked by ``train/checks.py`` for every source: YAML, overrides,
+``--resume``, Python). Unknown keys and bad values raise ``ConfigError`` naming the key, the value and what is
+allowed. ``load_config(path, overrides)`` reads YAML and applies
 ``key.sub=value`` overrides (values parsed as YAML).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +19,13 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 import yaml
 
 from .. import methods
+from ..engine.models import PACKAGED_DEFAULT, TINY
 from ..env.reward_sources import REWARD_SOURCES
+from ..env.rewards import check_reward_spec
 from ..env.tasks import DEFAULT_MAX_NEW_TOKENS, TASKS, build_task_from_settings
 from ..errors import ConfigError
+from ..files import read_yaml
+from .checks import check_section, checked, coerce, setting
 
 if TYPE_CHECKING:
     from ..objective import PolicyObjective
@@ -27,79 +34,83 @@ MODEL_DTYPES = ("float32", "bfloat16", "float16")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
+@checked
 @dataclass
 class ModelConfig:
-    name: str = "smollm2-135m-instruct"
+    name: str = setting("smollm2-135m-instruct", delegated="smollm2-135m-instruct, tiny, or an existing path")
     """Packaged default ``smollm2-135m-instruct``, ``tiny`` (random in-memory model, for smoke tests), a local HF
     directory, or a local ``.gguf`` file. Hubs are never contacted."""
-    dtype: str = "float32"
+    dtype: str = setting("float32", choices=MODEL_DTYPES)
     """Weights dtype: float32, bfloat16 or float16."""
-    gguf_file: Optional[str] = None
+    gguf_file: Optional[str] = setting(None, text=True, nonempty=True)
     """GGUF file name inside ``name`` when ``name`` is a directory holding one."""
-    lora_rank: int = 0
+    lora_rank: int = setting(0, lo=0)
     """LoRA rank (0 = full fine-tuning). Needs the ``peft`` extra."""
-    lora_alpha: float = 32.0
+    lora_alpha: float = setting(32.0, lo=0, lo_open=True)
     """LoRA scaling α."""
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lora_targets: list[str] = setting(factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], text=True,
+                                      nonempty=True)
     """Module names LoRA adapts."""
-    expert: Optional[str] = None
+    expert: Optional[str] = setting(None, delegated="tiny or an existing path")
     """Expert model for guided rollouts (MENTOR): a local HF directory or ``.gguf`` with the policy's tokenizer;
     None = none (with ``name=tiny``, a second tiny model)."""
 
     def validate(self) -> None:
-        _choice("model.dtype", self.dtype, MODEL_DTYPES)
-        _min("model.lora_rank", self.lora_rank, 0)
+        if self.gguf_file is not None and not os.path.isdir(os.path.expanduser(self.name)):
+            raise ConfigError(f"model.gguf_file = {self.gguf_file!r} applies only when model.name is a directory "
+                              f"holding GGUF files (model.name = {self.name!r}); remove it, or give the .gguf file "
+                              "itself as model.name")
+        for key, name in (("model.name", self.name), ("model.expert", self.expert)):
+            if name is not None and name != TINY and name.strip().lower() != PACKAGED_DEFAULT \
+                    and not os.path.exists(os.path.expanduser(name)):
+                raise ConfigError(f"{key} = {name!r}: no such file or directory; give {PACKAGED_DEFAULT}, {TINY}, a "
+                                  "local Hugging Face model directory or a local .gguf file (models load offline)")
 
 
+@checked
 @dataclass
 class DataConfig:
-    task: str = "arithmetic"
+    task: str = setting("arithmetic", choices=TASKS.names)
     """Training data: ``arithmetic`` or ``countdown`` (synthetic, verifiable, from ``seed``), ``tool_arithmetic``
     (large-number arithmetic with a sandboxed calculator tool: multi-turn rollouts, see docs/methods-agentic.md) or
     ``file``."""
-    difficulty: Optional[int] = None
+    difficulty: Optional[int] = setting(None, lo=1)
     """Arithmetic difficulty level (None = the calibrated default, see docs/tasks.md; tool_arithmetic: 1-3)."""
-    path: Optional[str] = None
+    path: Optional[str] = setting(None, path="exists")
     """JSONL / Parquet / CSV file or a local HF ``datasets`` directory (with task=file)."""
-    prompt_key: str = "prompt"
+    prompt_key: str = setting("prompt", text=True, nonempty=True)
     """Column holding the question (task=file)."""
-    answer_key: str = "answer"
+    answer_key: str = setting("answer", text=True, nonempty=True)
     """Column holding the reference answer (task=file)."""
-    system_prompt: Optional[str] = None
+    system_prompt: Optional[str] = setting(None, text=True)
     """System prompt of the chat template (None = the task's calibrated default)."""
-    heldout_size: int = 32
+    heldout_size: int = setting(32, lo=0)
     """Held-out questions for evaluation (never in training)."""
-    format_reward: float = 0.0
+    format_reward: float = setting(0.0, lo=0)
     """Extra reward for a present \\boxed{} answer."""
-    reward_fn: Optional[str] = None
+    reward_fn: Optional[str] = setting(None, delegated="module:function or path/file.py:function")
     """User reward function ``module:function`` with signature fn(completion, example) -> float."""
-    reward_source: str = "verifier"
+    reward_source: str = setting("verifier", choices=REWARD_SOURCES.names)
     """``verifier`` (the task's checker or reward_fn), or a label-free source: ``majority_vote`` (TTRL pseudo-labels,
     1 when a response's \\boxed{} answer is equivalent to its group's most frequent answer, else 0) or ``evol_rl``
     (majority selects, novelty varies); works with any method (the verifier still gives reward/accuracy). See
     env/reward_sources.py."""
 
-    reward_limit_s: float = 5.0
+    reward_limit_s: float = setting(5.0, lo=0, lo_open=True)
     """Wall-clock seconds one completion's reward may take (in a worker process); past it the reward is 0 and
     counted in reward/timeouts."""
-    reward_memory_mb: int = 1024
+    reward_memory_mb: int = setting(1024, lo=64)
     """Memory cap of each reward worker process in MB; a completion that exceeds it scores 0 (reward/oom)."""
-    reward_workers: Optional[int] = None
+    reward_workers: Optional[int] = setting(None, lo=1)
     """Reward worker processes (None = min(4, CPUs)); rewards of one batch are scored in parallel."""
 
     TASK_SETTINGS = ("difficulty", "path", "prompt_key", "answer_key")
 
     def validate(self) -> None:
-        _choice("data.task", self.task, TASKS.names())
         if self.task == "file" and not self.path:
             raise ConfigError("data.path is required with data.task=file (a JSONL/Parquet/CSV file or a datasets dir)")
-        _min("data.heldout_size", self.heldout_size, 0)
-        _choice("data.reward_source", self.reward_source, REWARD_SOURCES.names())
-        if not (isinstance(self.reward_limit_s, float) and 0 < self.reward_limit_s < float("inf")):
-            raise ConfigError(f"data.reward_limit_s = {self.reward_limit_s!r} must be a number of seconds > 0")
-        _min("data.reward_memory_mb", self.reward_memory_mb, 64)
-        if self.reward_workers is not None:
-            _min("data.reward_workers", self.reward_workers, 1)
+        if self.reward_fn is not None:
+            check_reward_spec("data.reward_fn", self.reward_fn)
 
     def build_task(self, seed: int):
         """The task, from ``data.task`` and its settings (a setting the task does not take is an error)."""
@@ -108,36 +119,29 @@ class DataConfig:
                                         {k: getattr(defaults, k) for k in self.TASK_SETTINGS})
 
 
+@checked
 @dataclass
 class RolloutConfig:
-    n: int = 4
+    n: int = setting(4, lo=1)
     """Responses sampled per prompt (the group size G)."""
-    temperature: float = 1.0
+    temperature: float = setting(1.0, lo=0, lo_open=True)
     """Sampling temperature; log-probs and entropies are those of this sampling distribution."""
-    top_p: float = 1.0
+    top_p: float = setting(1.0, lo=0, hi=1, lo_open=True)
     """Nucleus sampling threshold."""
-    max_new_tokens: Optional[int] = None
+    max_new_tokens: Optional[int] = setting(None, lo=1)
     """Response length cap (None = the task's calibrated default)."""
 
     def budget(self) -> int:
         """The response length cap in effect."""
         return self.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
 
-    def validate(self) -> None:
-        _min("rollout.n", self.n, 1)
-        if not self.temperature > 0:
-            raise ConfigError(f"rollout.temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"rollout.top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens is not None:
-            _min("rollout.max_new_tokens", self.max_new_tokens, 1)
 
-
+@checked
 @dataclass
 class AlgorithmConfig:
-    method: Union[str, list[str]] = "grpo"
+    method: Union[str, list[str]] = setting("grpo", delegated="a catalog method or a list of them")
     """A catalog method or a list of methods touching different knobs (see ``entrolab methods``)."""
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = setting(factory=dict, delegated="slot → component or parameters")
     """Hyperparameter / slot overrides, nested by slot: {clip: {ratio: 1e-3}} (command line
     algorithm.overrides.clip.ratio=1e-3), or a slot's component: {kl: ref_kl}."""
 
@@ -161,109 +165,95 @@ class AlgorithmConfig:
         return self.spec().build()
 
 
+@checked
 @dataclass
 class OptimConfig:
-    steps: int = 20
+    steps: int = setting(20, lo=1)
     """RL steps (one rollout batch each)."""
-    lr: float = 2e-6
+    lr: float = setting(2e-6, lo=0, hi=1, lo_open=True)
     """AdamW learning rate."""
-    weight_decay: float = 0.0
+    weight_decay: float = setting(0.0, lo=0)
     """AdamW weight decay."""
-    schedule: str = "constant"
+    schedule: str = setting("constant", choices=LR_SCHEDULES)
     """Learning-rate schedule after warm-up: constant, linear or cosine (to 0 at the last step)."""
-    warmup_steps: int = 0
+    warmup_steps: int = setting(0, lo=0)
     """Linear warm-up steps."""
-    grad_clip: float = 1.0
+    grad_clip: float = setting(1.0, lo=0)
     """Gradient-norm clip (0 = off)."""
-    prompts_per_step: int = 4
+    prompts_per_step: int = setting(4, lo=1)
     """Prompts per rollout batch (each sampled rollout.n times)."""
-    mini_batches: int = 2
+    mini_batches: int = setting(2, lo=1)
     """Optimizer steps per PPO epoch; > 1 makes later updates off-policy, where ratio-based methods act."""
-    ppo_epochs: int = 1
+    ppo_epochs: int = setting(1, lo=1)
     """Passes over each rollout batch."""
-    micro_batch_size: int = 8
+    micro_batch_size: int = setting(8, lo=0)
     """Sequences per forward/backward (gradient accumulation); 0 = whole mini-batch."""
-    max_gen_batches: int = 3
+    max_gen_batches: int = setting(3, lo=1)
     """With dynamic sampling: rollout batches generated at most per step to fill it."""
-
-    def validate(self) -> None:
-        _min("optim.steps", self.steps, 1)
-        if not self.lr > 0:
-            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
-        _choice("optim.schedule", self.schedule, LR_SCHEDULES)
-        for k in ("warmup_steps", "micro_batch_size"):
-            _min(f"optim.{k}", getattr(self, k), 0)
-        for k in ("prompts_per_step", "mini_batches", "ppo_epochs", "max_gen_batches"):
-            _min(f"optim.{k}", getattr(self, k), 1)
-        _min("optim.grad_clip", self.grad_clip, 0)
+    max_nonfinite_steps: int = setting(3, lo=1)
+    """Steps in a row with a non-finite loss, gradient or update (each skipped, the weights kept as they were) after
+    which the run stops with an error."""
 
 
+@checked
 @dataclass
 class EvalConfig:
-    every: int = 10
+    every: int = setting(10, lo=0)
     """Evaluate on the held-out split every k steps (and at the last step); 0 = never."""
-    size: int = 32
+    size: int = setting(32, lo=1)
     """Held-out questions per evaluation (≤ data.heldout_size)."""
-    n_samples: int = 2
+    n_samples: int = setting(2, lo=1)
     """Samples per question for mean@n and pass@k."""
-    k: int = 2
+    k: int = setting(2, lo=1)
     """k of pass@k (≤ n_samples)."""
 
     def validate(self) -> None:
-        _min("eval.every", self.every, 0)
-        _min("eval.size", self.size, 1)
-        _min("eval.n_samples", self.n_samples, 1)
-        _min("eval.k", self.k, 1)
         if self.k > self.n_samples:
             raise ConfigError(f"eval.k ({self.k}) must be <= eval.n_samples ({self.n_samples})")
 
 
+@checked
 @dataclass
 class DiagnosticsConfig:
     measure_delta_h: bool = True
     """Measure the actual entropy change on the rollout batch after the update, and the first-order prediction
     −Cov(log π, Δz) from the measured logit change (one extra forward pass)."""
-    delta_h_rows: int = 4
+    delta_h_rows: int = setting(4, lo=0)
     """Responses on which the ΔH check runs: up to this many of one group (a different group each step), whose shared
     prompt is run once; 0 = every response. The check costs a forward pass and V-wide logit evaluations per token,
     so one group keeps it near 3% of a step."""
-    high_entropy_threshold: float = 0.672
+    high_entropy_threshold: float = setting(0.672, lo=0)
     """Entropy (nats) above which a token counts as high-entropy (the 80th percentile in 2506.01939)."""
-    law_refit_every: int = 5
+    law_refit_every: int = setting(5, lo=0)
     """Refit R = −a·exp(H) + b every k steps and log law/a, law/b, law/ceiling, law/r2 (0 = off)."""
+    no_signal_steps: int = setting(3, lo=0)
+    """Warn (live line, log) when every group has had identical rewards for this many steps in a row: no learning
+    signal (update/no_signal_streak counts them; 0 = never warn)."""
 
-    def validate(self) -> None:
-        _min("diagnostics.law_refit_every", self.law_refit_every, 0)
-        _min("diagnostics.delta_h_rows", self.delta_h_rows, 0)
 
-
+@checked
 @dataclass
 class LoggingConfig:
-    run_dir: Optional[str] = None
+    run_dir: Optional[str] = setting(None, path="parent")
     """Run directory (None = runs/<method>-<timestamp>)."""
     tensorboard: bool = True
     """Write TensorBoard event files."""
-    samples_per_step: int = 2
+    samples_per_step: int = setting(2, lo=0)
     """Rollouts saved per step to samples.jsonl, with per-token entropies."""
     progress: bool = True
     """Show the live progress display."""
 
-    def validate(self) -> None:
-        _min("logging.samples_per_step", self.samples_per_step, 0)
 
-
+@checked
 @dataclass
 class CheckpointConfig:
-    every: int = 10
+    every: int = setting(10, lo=0)
     """Checkpoint every k steps and at the last step (0 = only at the last step)."""
-    keep_last: int = 2
+    keep_last: int = setting(2, lo=1)
     """Checkpoints kept (older ones are deleted)."""
 
-    def validate(self) -> None:
-        _min("checkpoint.every", self.every, 0)
-        _min("checkpoint.keep_last", self.keep_last, 1)
 
-
+@checked
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -275,14 +265,17 @@ class TrainConfig:
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    seed: int = 0
+    seed: int = setting(0, lo=0, hi=2**32 - 1)
     """Seed of every random generator of the run (data, sampling, method components)."""
 
     def validate(self) -> "TrainConfig":
+        check_section(self, "")
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if dataclasses.is_dataclass(v) and f.name != "algorithm":
-                v.validate()
+            if dataclasses.is_dataclass(v):
+                check_section(v, f"{f.name}.")
+                if f.name != "algorithm" and hasattr(v, "validate"):
+                    v.validate()
         self.algorithm.validate(generation_budget=self.rollout.budget())
         if self.eval.every and self.eval.size > self.data.heldout_size:
             raise ConfigError(f"eval.size ({self.eval.size}) must be <= data.heldout_size ({self.data.heldout_size})")
@@ -291,6 +284,11 @@ class TrainConfig:
             raise ConfigError(f"data.reward_source={self.data.reward_source} conflicts with "
                               f"{'+'.join(self.algorithm.spec().methods)}, which needs the {needed} reward source; "
                               "drop data.reward_source")
+        spec = self.algorithm.spec()
+        if self.rollout.n == 1 and spec.group_relative():
+            raise ConfigError(f"rollout.n = 1 with {'+'.join(spec.methods)}: its {spec.advantage_name()} advantage is "
+                              "group-relative (each response against the other responses to its prompt), so one "
+                              "response per prompt makes every advantage 0 and nothing is learned; set rollout.n >= 2")
         return self
 
     def reward_source(self) -> str:
@@ -305,66 +303,21 @@ class TrainConfig:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def _choice(key: str, value: Any, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} = {value!r} is not allowed; choose one of: {', '.join(allowed)}")
+_coerce = coerce  # the type check of one value (train/checks.py)
 
 
-def _min(key: str, value: Any, lo: float) -> None:
-    if value < lo:
-        raise ConfigError(f"{key} = {value!r} must be >= {lo}")
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is Union:
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(key, value, a)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if origin is list:
-        if isinstance(value, list):
-            return [_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)] if args else value
-        raise ConfigError(f"{key}: expected a list, got {value!r}")
-    if origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-    return value
+def _key(k: Any) -> str:
+    return k if isinstance(k, str) and k.strip() else repr(k)
 
 
 def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = [k for k in data if k not in fields]
     if unknown:
         raise ConfigError(
-            f"unknown config key {', '.join(prefix + k for k in unknown)}; "
+            f"unknown config key {', '.join(prefix + _key(k) for k in unknown)}; "
             f"allowed keys{' under ' + prefix.rstrip('.') if prefix else ''}: {', '.join(fields)}"
         )
     hints = typing.get_type_hints(cls)
@@ -372,7 +325,7 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     for k, v in data.items():
         hint = hints[k]
         if dataclasses.is_dataclass(hint):
-            kwargs[k] = _build(hint, v, f"{prefix}{k}.")
+            kwargs[k] = _build(hint, {} if v is None else v, f"{prefix}{k}.")
         else:
             kwargs[k] = _coerce(prefix + k, v, hint)
     return cls(**kwargs)
@@ -390,20 +343,35 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value (e.g. optim.lr=1e-5)")
         key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(p.strip() for p in parts):
+            raise ConfigError(f"override {item!r} has an empty key part; write key.sub=value (e.g. optim.lr=1e-5)")
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as e:
-            raise ConfigError(f"override {key}: cannot parse value {raw!r}: {e}") from None
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"override {key}: cannot parse value {raw!r} ({problem})") from None
         if isinstance(value, str) and _looks_float(raw):
             value = float(raw)
         node = out
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
+            if isinstance(node.get(p), str) and _is_slot(parts[:i + 1]):  # kl=ref_kl, then kl.coef=...
+                node[p] = {"name": node[p]}
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {key}: {p} is not a section")
-        node[parts[-1]] = value
+                raise ConfigError(f"override {key}: {'.'.join(parts[:i + 1])} is given a value and sub-keys")
+        last = parts[-1]
+        if isinstance(node.get(last), dict) and node[last]:
+            if not (isinstance(value, str) and _is_slot(parts)):
+                raise ConfigError(f"override {key}: {key.strip()} is given a value and sub-keys")
+            value = {**node[last], "name": value}  # kl.coef=..., then kl=ref_kl
+        node[last] = value
     return out
+
+
+def _is_slot(parts: Sequence[str]) -> bool:
+    """``algorithm.overrides.<slot>``: a slot may be named by its component and given parameters too."""
+    return len(parts) == 3 and parts[0] == "algorithm" and parts[1] == "overrides"
 
 
 def _looks_float(raw: str) -> bool:
@@ -414,11 +382,20 @@ def _looks_float(raw: str) -> bool:
         return False
 
 
-def merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], extra: Mapping[str, Any], _path: str = "") -> dict[str, Any]:
+    """``extra`` over ``base``, mappings merged key by key. A mapping never silently replaces a value of another
+    kind: a section given as a scalar is an error, and a slot named by its component (``algorithm.overrides.kl:
+    ref_kl``) merged with parameters becomes ``{name: ref_kl, ...parameters}``."""
     out = dict(base)
     for k, v in extra.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) and k != "method":
-            out[k] = merge(dict(out[k]), v)
+        old = out.get(k)
+        if isinstance(v, Mapping) and isinstance(old, Mapping) and k != "method":
+            out[k] = merge(dict(old), v, f"{_path}{k}.")
+        elif isinstance(v, Mapping) and isinstance(old, str) and _path == "algorithm.overrides." and "name" not in v:
+            out[k] = {"name": old, **v}
+        elif isinstance(v, Mapping) and old is not None and not isinstance(old, Mapping) and k != "method":
+            raise ConfigError(f"{_path}{k} = {old!r} is not a mapping, but {', '.join(f'{_path}{k}.{x}' for x in v)} "
+                              f"{'is' if len(v) == 1 else 'are'} set too; write {_path}{k} as a mapping of keys")
         else:
             out[k] = v
     return out
@@ -429,15 +406,10 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
     """Defaults ← YAML file ← ``--method`` ← ``key=value`` overrides, then validation."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"--config {path}: no such file")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--config {path}: not valid YAML: {e}") from None
+        loaded = read_yaml(path, what="config file") or {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"--config {path}: expected a mapping of sections at the top level")
+            raise ConfigError(f"{path}: expected a mapping of sections (model:, data:, optim:, ...) at the top level, "
+                              f"got a {type(loaded).__name__}")
         data = loaded
     if method is not None:
         names = [m.strip() for m in method.split(",")] if "," in method else method

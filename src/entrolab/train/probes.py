@@ -14,11 +14,13 @@ The probes of ``entrolab train`` (``default_probes``):
   statistics of 2505.22617 (Eq. 10, Table 1's tail means), with the natural-PG proxy ΔH ≈ −η·Cov (Theorem 2);
 - :class:`DeltaHProbe`: predicted (Lemma 1, from the measured logit change) and actual entropy change on the same
   states after the update, on one group per step;
-- :class:`LawProbe`: the live fit of R = −a·exp(H) + b every k steps.
+- :class:`LawProbe`: the live fit of R = −a·exp(H) + b every k steps;
+- :class:`NoSignalProbe`: steps in a row without learning signal (every group's rewards identical), with a warning.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -26,12 +28,12 @@ import torch
 
 from ..batch import RolloutBatch
 from ..engine.forward import lm_head, response_hidden, shared_prompt_response_hidden
-from ..ops.dynamics import PAPER_TAIL_FRACTIONS, centered_covariance, covariance_tail_means, \
-    entropy_change_from_hidden
+from ..ops.dynamics import PAPER_TAIL_FRACTIONS, centered_covariance, covariance_tail_means, entropy_change_from_hidden
 from ..ops.law import fit_law
 from ..ops.masked import masked_mean, masked_quantiles
 
-__all__ = ["DeltaHProbe", "EntropyCovarianceProbe", "LawProbe", "Probe", "UpdateView", "default_probes"]
+__all__ = ["DeltaHProbe", "EntropyCovarianceProbe", "LawProbe", "NoSignalProbe", "Probe", "UpdateView",
+           "default_probes", "no_signal_message"]
 
 
 @dataclass
@@ -171,10 +173,52 @@ class LawProbe(Probe):
         return {"law/a": fit.a, "law/b": fit.b, "law/ceiling": fit.ceiling, "law/r2": fit.r2}
 
 
+class NoSignalProbe(Probe):
+    """Counts the steps in a row in which every group's rewards were identical (or nothing was kept to train on):
+    no learning signal from the rewards, ``update/no_signal_streak``; when it reaches ``warn_after`` it says so, with
+    the likely causes. The count continues from the run's history, so a resumed run counts as an uninterrupted one."""
+
+    KEY = "update/no_signal_streak"
+
+    def __init__(self, warn_after: int):
+        self.warn_after = warn_after
+        self._signal: Optional[bool] = None
+
+    def before_update(self, view: UpdateView) -> dict[str, float]:
+        r, g = view.batch.rewards.float(), view.batch.group_ids
+        _, inverse = torch.unique(g, return_inverse=True)
+        n = int(inverse.max()) + 1 if inverse.numel() else 0
+        hi = torch.full((n,), -float("inf")).scatter_reduce(0, inverse, r, "amax")
+        lo = torch.full((n,), float("inf")).scatter_reduce(0, inverse, r, "amin")
+        self._signal = bool((hi > lo).any())
+        return {}
+
+    def after_step(self, history: list[dict[str, Any]]) -> dict[str, float]:
+        previous = history[-2].get(self.KEY, 0.0) if len(history) > 1 else 0.0
+        streak = previous + 1.0 if not self._signal else 0.0
+        self._signal = None
+        if self.warn_after and streak == self.warn_after:
+            print(f"entrolab: warning: {no_signal_message(history[-1], int(streak))}", file=sys.stderr, flush=True)
+        return {self.KEY: streak}
+
+
+def no_signal_message(record: dict[str, Any], streak: int) -> str:
+    """What a run without learning signal is told, with the likely causes for the rewards it sees."""
+    reward, acc = record.get("reward/mean", float("nan")), record.get("reward/accuracy", float("nan"))
+    head = (f"step {int(record.get('step', 0))}: every group has had identical rewards for {streak} steps in a row "
+            f"(reward/mean {reward:.3f}, accuracy {acc:.3f}): the updates have no learning signal. ")
+    if acc >= 1.0:
+        return head + "Likely cause: the task is too easy for the model (every response is right); use harder data."
+    return head + ("Likely causes: the answers are not in the form the verifier reads (the last \\boxed{...}; look at "
+                   "samples.jsonl), the task is too hard for this model (try easier questions or a larger rollout.n), "
+                   "or the reward function (data.reward_fn) returns the same value for every response.")
+
+
 def default_probes(diagnostics: Any, temperature: float, chunk_rows: int) -> list[Probe]:
     """The probes ``entrolab train`` runs, from the config's ``diagnostics`` section."""
     probes: list[Probe] = [EntropyCovarianceProbe(diagnostics.high_entropy_threshold)]
     if diagnostics.measure_delta_h:
         probes.append(DeltaHProbe(diagnostics.delta_h_rows, temperature, chunk_rows))
     probes.append(LawProbe(diagnostics.law_refit_every))
+    probes.append(NoSignalProbe(diagnostics.no_signal_steps))
     return probes

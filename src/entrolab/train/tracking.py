@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from ..files import read_jsonl
 from .checkpoint import atomic_write_text
 
 
@@ -35,18 +36,11 @@ class JsonlLog:
             os.fsync(f.fileno())
 
     def read(self) -> list[dict[str, Any]]:
+        """The records; a torn last line (a crash mid-append) is dropped, a bad line elsewhere names the file and
+        line (``entrolab.files``)."""
         if not self.path.is_file():
             return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a torn last line from a crash: drop it
-        return out
+        return read_jsonl(self.path, objects=True, torn_tail=True, what="run log")
 
     def truncate_after(self, step: int) -> list[dict[str, Any]]:
         kept = [r for r in self.read() if r.get("step", -1) <= step]
@@ -124,6 +118,9 @@ class Progress:
 
     def _fmt(self, m: Mapping[str, Any]) -> str:
         parts = []
+        streak = m.get("update/no_signal_streak")
+        if isinstance(streak, (int, float)) and streak >= 1:  # every group's rewards identical: nothing to learn
+            parts.append(f"NO SIGNAL ({int(streak)} step{'s' if streak > 1 else ''})")
         for label, key, fmt in self.COLUMNS:
             if label == "ΔH pred/act":
                 if "dynamics/actual_delta_H" in m:
@@ -161,9 +158,4 @@ def write_config(path: Path, text: str) -> None:
     atomic_write_text(Path(path), text)
 
 
-def default_run_dir(method: Any) -> Path:
-    name = method if isinstance(method, str) else "+".join(method)
-    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-__all__ = ["JsonlLog", "TensorBoardLog", "Progress", "write_config", "default_run_dir", "Optional"]
+__all__ = ["JsonlLog", "TensorBoardLog", "Progress", "write_config", "Optional"]

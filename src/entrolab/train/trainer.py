@@ -20,7 +20,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -32,10 +32,12 @@ from ..env.rewards import build_reward
 from ..errors import ConfigError, TrainingError
 from ..update import UpdateSettings, policy_update
 from . import checkpoint as ckpt
-from .config import TrainConfig, config_from_dict
+from . import rundir
+from .config import TrainConfig
 from .evaluation import evaluate, pass_at_k
+from .preflight import preflight
 from .probes import UpdateView, default_probes
-from .tracking import JsonlLog, Progress, TensorBoardLog, default_run_dir, write_config
+from .tracking import JsonlLog, Progress, TensorBoardLog, write_config
 
 __all__ = ["Trainer", "TrainingError", "pass_at_k", "seed_everything"]
 
@@ -50,15 +52,23 @@ class Trainer:
     """Build everything a run needs from a ``TrainConfig``; ``train()`` runs it, ``Trainer.resume(dir)`` continues it.
 
     ``model``/``tokenizer`` may be passed in (tests use tiny in-memory models); otherwise ``config.model`` loads them.
+    ``mode``: ``new`` (an existing non-empty run directory is refused), ``overwrite`` (it is moved aside) or ``resume``
+    (``train/rundir.py``).
     """
 
-    def __init__(self, config: TrainConfig, model=None, tokenizer=None, run_dir: Optional[Path] = None):
+    def __init__(self, config: TrainConfig, model=None, tokenizer=None, run_dir: Optional[Path] = None,
+                 mode: str = rundir.NEW):
         self.config = config.validate()
         c = self.config
+        self.run_dir = rundir.claim(run_dir if run_dir is not None else c.logging.run_dir, c.algorithm.method, mode)
         seed_everything(c.seed)
         self.generator = torch.Generator().manual_seed(c.seed)
         self.objective = c.algorithm.objective()
         self.objective.check_engine(NativeEngine.name, NativeEngine.PROVIDES)  # before any expensive work
+        task = c.data.build_task(c.seed)  # a bad data file or reward function fails here, before the model loads
+        reward = build_reward(task, format_weight=c.data.format_reward, custom=c.data.reward_fn,
+                              limit_s=c.data.reward_limit_s, memory_mb=c.data.reward_memory_mb,
+                              workers=c.data.reward_workers).start()
         if model is None:
             model, tokenizer = load_policy(c.model.name, c.model.dtype, c.model.gguf_file, seed=c.seed)
         if c.model.lora_rank > 0:
@@ -68,25 +78,20 @@ class Trainer:
         self.updates = UpdateSettings(ppo_epochs=c.optim.ppo_epochs, mini_batches=c.optim.mini_batches,
                                       micro_batch_size=c.optim.micro_batch_size, grad_clip=c.optim.grad_clip or None)
         self.objective.check_update_regime(self.updates.updates_per_rollout)
-        task = c.data.build_task(c.seed)
         self.heldout = list(task.heldout(c.data.heldout_size)) if c.data.heldout_size else []
         self.probes = default_probes(c.diagnostics, c.rollout.temperature, c.optim.micro_batch_size)
         settings = SamplingSettings(n=c.rollout.n, temperature=c.rollout.temperature, top_p=c.rollout.top_p,
                                     max_new_tokens=c.rollout.budget(), chunk_rows=c.optim.micro_batch_size,
                                     keep_hidden=any(p.needs_hidden for p in self.probes))
         self.engine = NativeEngine(
-            model, tokenizer, self.objective, task,
-            build_reward(task, format_weight=c.data.format_reward, custom=c.data.reward_fn, limit_s=c.data.reward_limit_s,
-                         memory_mb=c.data.reward_memory_mb, workers=c.data.reward_workers).start(), settings,
-            self.generator, reward_source=c.reward_source(), system_prompt=c.data.system_prompt,
+            model, tokenizer, self.objective, task, reward, settings, self.generator, reward_source=c.reward_source(),
+            system_prompt=c.data.system_prompt,
             expert_fn=lambda: load_expert(c.model.expert, c.model.name, self.model, c.model.dtype, c.seed))
         # Policy parameters, plus any a method component owns (e.g. a learned log-partition head).
         self.params = [p for p in self.model.parameters() if p.requires_grad] + self.objective.parameters()
         self.optimizer = torch.optim.AdamW(self.params, lr=c.optim.lr, weight_decay=c.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-
-        self.run_dir = Path(run_dir) if run_dir else (
-            Path(c.logging.run_dir) if c.logging.run_dir else default_run_dir(c.algorithm.method))
+        preflight(c, self.engine, self.heldout)  # degenerate settings: refused or warned about before any step
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_config(self.run_dir / "config.yaml", c.to_yaml())
         self.metrics_log = JsonlLog(self.run_dir / "metrics.jsonl")
@@ -210,10 +215,11 @@ class Trainer:
                   "skipped for a non-finite loss or gradient (weights not updated)")
         else:
             self.nonfinite_streak = 0
-        if self.nonfinite_streak >= 3:
+        if self.nonfinite_streak >= self.config.optim.max_nonfinite_steps:
             raise TrainingError(
-                "three steps in a row had non-finite losses or gradients; stopping. Lower optim.lr, check the reward "
-                "function, or use model.dtype=float32. The last checkpoint is intact; --resume continues from it.")
+                f"{self.nonfinite_streak} steps in a row had non-finite losses or gradients (optim.max_nonfinite_steps)"
+                "; stopping. Lower optim.lr, check the reward function, or use model.dtype=float32. The last "
+                "checkpoint is intact; --resume continues from it.")
 
     # ------------------------------------------------------------------------------------------ records
     def _save_samples(self, step: int, rollout: Rollout) -> None:
@@ -238,19 +244,15 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         return ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step_index, self.model, self._trainer_state(),
-                                    self.config.checkpoint.keep_last, self._extra_models())
+                                    self.config.checkpoint.keep_last, self._extra_models(),
+                                    run=rundir.manifest_record(self.config))
 
     def _extra_models(self) -> dict[str, torch.nn.Module]:
         # The reference is saved too: a method may have reset it to a later policy (ProRL).
         return {"reference": self.engine.reference} if self.engine.reference is not None else {}
 
-    def _restore(self) -> None:
-        found = ckpt.list_checkpoints(self.run_dir / "checkpoints")
-        if not found:
-            self.metrics_log.truncate_after(-1)
-            self.samples_log.truncate_after(-1)
-            return
-        state = ckpt.load_checkpoint(found[-1], self.model, self._extra_models())
+    def _restore(self, point: Path) -> None:
+        state = ckpt.load_checkpoint(point, self.model, self._extra_models())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.objective.load_state_dict(state["objective"])
@@ -262,17 +264,13 @@ class Trainer:
         self.samples_log.truncate_after(self.step_index - 1)
 
     @classmethod
-    def resume(cls, run_dir: Path, model=None, tokenizer=None) -> "Trainer":
-        """Rebuild a run from ``run_dir/config.yaml`` and its latest complete checkpoint."""
-        import yaml
-
-        run_dir = Path(run_dir)
-        cfg_path = run_dir / "config.yaml"
-        if not cfg_path.is_file():
-            raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it an entrolab run directory?")
-        trainer = cls(config_from_dict(yaml.safe_load(cfg_path.read_text())), model=model, tokenizer=tokenizer,
-                      run_dir=run_dir)
-        trainer._restore()
+    def resume(cls, run_dir: Path, model=None, tokenizer=None, overrides: Sequence[str] = ()) -> "Trainer":
+        """Rebuild a run from ``run_dir/config.yaml`` (plus ``key=value`` overrides of safe keys) and its newest
+        intact checkpoint (``train/rundir.py``: what is refused, skipped and cleaned up)."""
+        config = rundir.resume_config(Path(run_dir), overrides)
+        point = rundir.resume_point(Path(run_dir), config)  # before the model loads: refusals cost nothing
+        trainer = cls(config, model=model, tokenizer=tokenizer, run_dir=Path(run_dir), mode=rundir.RESUME)
+        trainer._restore(point)
         return trainer
 
     # ------------------------------------------------------------------------------------------ the loop

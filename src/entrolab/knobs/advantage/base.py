@@ -39,6 +39,10 @@ def broadcast_to_tokens(seq_values: torch.Tensor, mask: torch.Tensor) -> torch.T
 class AdvantageEstimator(Component):
     """Base: ``compute(batch) -> advantages (B, T)``."""
 
+    group_relative = True
+    """Advantages compare the responses to one prompt, so a group of one gets 0 (every estimator here; an estimator
+    with a learned or batch-wide baseline would set False)."""
+
     def compute(self, batch: RolloutBatch) -> torch.Tensor:
         raise NotImplementedError
 
