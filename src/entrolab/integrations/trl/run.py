@@ -67,7 +67,7 @@ def trl_args(config: TrainConfig, run_dir: Path, **overrides: Any):
         warmup_steps=c.optim.warmup_steps, lr_scheduler_type=c.optim.schedule, beta=0.0, loss_type="dapo",
         seed=c.seed, logging_steps=1, save_steps=max(1, c.checkpoint.every * c.optim.ppo_epochs),
         save_total_limit=c.checkpoint.keep_last or None, use_cpu=True,
-        report_to=["tensorboard"] if c.logging.tensorboard else [], logging_dir=str(run_dir / "tensorboard"),
+        report_to=["tensorboard"] if c.logging.tensorboard else [],
         disable_tqdm=not c.logging.progress, bf16=False, fp16=False,
     )
     kw.update(overrides)
