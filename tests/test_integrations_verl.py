@@ -276,3 +276,51 @@ def test_ray_cpu_worker_group_gets_the_plugin_and_the_drivers_state():
         assert any(k.startswith("controller/") for k in s["logged"])
         assert "dynamics/cov_top_0.2pct" in s["monitor"]
     assert report["steps"][1]["ranks"][0]["grad_ent"] > 0  # the raised coefficient reaches the entropy gradient
+
+
+def test_recipe_config_switches_on_what_the_objective_needs_and_refuses_early():
+    from omegaconf import OmegaConf
+
+    from entrolab.integrations.verl.main_ppo import entrolab_settings, prepare_config
+
+    def cfg(method, **over):
+        return OmegaConf.create({"entrolab": {"method": method, **over},
+                                 "actor_rollout_ref": {"actor": {"calculate_entropy": False, "use_kl_loss": False,
+                                                                 "kl_loss_coef": 0.001}},
+                                 "trainer": {"use_v1": False, "v1": {"trainer_mode": "separate_async"}}})
+
+    c = cfg("entropy_bonus")
+    driver = prepare_config(c)
+    assert c.actor_rollout_ref.actor.calculate_entropy and c.trainer.v1.trainer_mode == "sync"
+    assert driver.support.route == "recipe"
+    c = cfg("archer")  # a KL to the reference: verl must build the reference model
+    prepare_config(c)
+    assert c.actor_rollout_ref.actor.use_kl_loss and c.actor_rollout_ref.actor.kl_loss_coef == 0.0
+    assert entrolab_settings(cfg("dr_grpo,kl_cov", overrides={"kl.k": 0.01})) == (["dr_grpo", "kl_cov"],
+                                                                                  {"kl.k": 0.01})
+    with pytest.raises(ConfigError, match="verl cannot run treerl"):
+        prepare_config(cfg("treerl"))
+    with pytest.raises(ConfigError, match=r"\+entrolab.method"):
+        prepare_config(OmegaConf.create({"actor_rollout_ref": {}}))
+
+
+def test_the_verl_reward_function_scores_answers():
+    from entrolab.integrations.verl.reward import compute_score
+
+    assert compute_score("gsm8k", "so the total is \\boxed{42}.", "42") == {"score": 1.0, "acc": True}
+    assert compute_score("gsm8k", "I think 41", "42")["score"] == 0.0
+    assert compute_score("gsm8k", "", "42")["acc"] is False
+
+
+def test_scale_out_doc_states_the_current_counts():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "scale-out.md").read_text()
+    names = methods.method_names()
+    routes = [support.verl_support(methods.build(n)).route for n in names]
+    trl = sum(support.trl_support(methods.build(n)).ok for n in names)
+    claim = (f"verl runs {routes.count('policy loss')} methods as plain policy losses and {routes.count('recipe')} "
+             f"through the recipe, TRL runs {trl} of {len(names)}")
+    assert claim in " ".join(text.split()), f"docs/scale-out.md is stale; it should say: {claim}"
+    for a in support.driver_advantages():
+        assert f"`{a}`" in text, f"docs/scale-out.md does not list the verl advantage estimator {a}"
