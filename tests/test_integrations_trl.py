@@ -37,7 +37,7 @@ def _trainer(tmp_path, method, steps=2, iterations=1, seed=0, **kw):
     args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
                       max_completion_length=8, max_steps=steps, logging_steps=1, save_steps=steps, report_to=[],
                       use_cpu=True, learning_rate=1e-2, beta=0.0, seed=seed, loss_type="dapo", num_iterations=iterations,
-                      disable_tqdm=True, **kw)
+                      disable_tqdm=True, gradient_checkpointing=False, **kw)
     objective = methods.build(method) if isinstance(method, str) else method
     return EntrolabGRPOTrainer(model=model, processing_class=tok, reward_funcs=[digits_reward], args=args,
                                train_dataset=_dataset(), objective=objective)
@@ -126,3 +126,21 @@ def test_entrolab_train_engine_trl_runs_the_config(tmp_path):
     assert rc == 0
     assert (run / "config.yaml").is_file() and (run / "checkpoint-2" / "entrolab_state.pt").is_file()
     assert main(["train", "--engine", "nope", "model.name=tiny"]) == 2
+
+
+def test_dynamic_sampling_drops_zero_variance_groups_from_the_loss(tmp_path):
+    """DAPO's keep-mask: a reward that is the same for every completion of a prompt leaves no group to learn from."""
+    from trl import GRPOConfig
+
+    from entrolab.integrations.trl import EntrolabGRPOTrainer
+
+    model, tok = tiny_model(seed=0)
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
+                      max_completion_length=6, max_steps=1, logging_steps=1, save_steps=10, report_to=[],
+                      use_cpu=True, beta=0.0, loss_type="dapo", disable_tqdm=True, gradient_checkpointing=False)
+    tr = EntrolabGRPOTrainer(model=model, processing_class=tok, args=args, train_dataset=_dataset(),
+                             reward_funcs=[lambda prompts, completions, answer, **_: [float(len(a)) for a in answer]],
+                             objective=methods.build("dapo"))
+    tr.train()
+    assert _logged(tr, "sampling/kept_frac") == [0.0]
+    assert _logged(tr, "loss/total") == [0.0]

@@ -324,3 +324,6 @@ def test_scale_out_doc_states_the_current_counts():
     assert claim in " ".join(text.split()), f"docs/scale-out.md is stale; it should say: {claim}"
     for a in support.driver_advantages():
         assert f"`{a}`" in text, f"docs/scale-out.md does not list the verl advantage estimator {a}"
+    route1 = " ".join(text.split("## verl, route 1")[1].split("```")[0].split())
+    for m in support.policy_loss_methods():
+        assert f"`{m}`" in route1, f"docs/scale-out.md route 1 does not list {m}"

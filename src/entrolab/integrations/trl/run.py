@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 from ...engine.models import load_policy
 from ...env.tasks import Example
 from ...errors import ConfigError
@@ -64,11 +66,16 @@ def trl_args(config: TrainConfig, run_dir: Path, **overrides: Any):
         num_iterations=c.optim.ppo_epochs, max_steps=c.optim.steps * c.optim.ppo_epochs,
         max_completion_length=c.rollout.budget(), temperature=c.rollout.temperature, top_p=c.rollout.top_p,
         learning_rate=c.optim.lr, weight_decay=c.optim.weight_decay, max_grad_norm=c.optim.grad_clip or 0.0,
-        warmup_steps=c.optim.warmup_steps, lr_scheduler_type=c.optim.schedule, beta=0.0, loss_type="dapo",
+        warmup_steps=c.optim.warmup_steps,
+        lr_scheduler_type=("constant_with_warmup" if c.optim.schedule == "constant" and c.optim.warmup_steps
+                           else c.optim.schedule), beta=0.0, loss_type="dapo",
         seed=c.seed, logging_steps=1, save_steps=max(1, c.checkpoint.every * c.optim.ppo_epochs),
-        save_total_limit=c.checkpoint.keep_last or None, use_cpu=True,
+        save_total_limit=c.checkpoint.keep_last or None, use_cpu=not torch.cuda.is_available(),
         report_to=["tensorboard"] if c.logging.tensorboard else [],
         disable_tqdm=not c.logging.progress, bf16=False, fp16=False,
+        # TRL turns gradient checkpointing on by default, which makes HF generation run without its KV cache
+        # (every new token recomputes the whole prompt): ~30x slower rollouts on the default's few-shot prompts
+        gradient_checkpointing=False,
     )
     kw.update(overrides)
     return GRPOConfig(**kw)

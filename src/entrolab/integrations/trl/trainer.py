@@ -145,6 +145,9 @@ class EntrolabGRPOTrainer(GRPOTrainer):
             self._metrics["train"][k].append(v)
         self._metrics["train"]["sampling/kept_frac"].append(float(keep.float().mean()))
         out["completion_mask"] = batch.response_mask.to(device=device, dtype=out["completion_mask"].dtype)
+        if not bool(keep.all()):  # the loss normaliser counts the kept tokens only, as if the rest were never drawn
+            kept = batch.response_mask.sum().to(device)
+            out["num_items_in_batch"] = self.accelerator.gather(kept).sum()
         out.pop("tool_mask", None)
         out["advantages"] = batch.advantages.to(device)
         fields = {"old_logprobs": batch.old_logprobs, "old_entropy": batch.old_entropy, "rewards": batch.rewards,
