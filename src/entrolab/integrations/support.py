@@ -51,7 +51,9 @@ class Support:
     """Whether ``engine`` runs an objective, by which route, and why not."""
 
     engine: str
+    """``native``, ``verl`` or ``trl``."""
     ok: bool
+    """Whether the engine runs the objective."""
     route: str = ""
     """native: ``trainer``; verl: ``policy loss`` or ``recipe``; TRL: ``trainer``."""
     reason: str = ""

@@ -114,7 +114,6 @@ def run(workers: int = 2, method: str = "adaptive_entropy", steps: int = 2, seed
     import ray
     from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
 
-    from .smoke import nested_micro_batch as _batch  # noqa: F401  (imported by the workers by reference)
     from .state import DriverState, reduce_rank_metrics
 
     started = not ray.is_initialized()

@@ -192,7 +192,7 @@ def _flat(state: Any, prefix: str = "") -> list[tuple[str, float]]:
     out: list[tuple[str, float]] = []
     if isinstance(state, Mapping):
         for k, v in state.items():
-            out += _flat(v, f"{prefix}{k}/" if prefix or True else "")
+            out += _flat(v, f"{prefix}{k}/")
     elif isinstance(state, (int, float)) and not isinstance(state, bool):
         out.append((prefix.rstrip("/"), float(state)))
     elif isinstance(state, torch.Tensor) and state.numel() == 1 and state.is_floating_point():
