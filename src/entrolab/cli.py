@@ -20,6 +20,7 @@ _AREAS = (
     "entrolab.train.cli",
     "entrolab.analysis.cli",
     "entrolab.inference.cli",
+    "entrolab.integrations.cli",
 )
 
 
@@ -27,18 +28,32 @@ def _methods_table(fmt: str) -> str:
     from . import methods
 
     if fmt == "json":
-        return json.dumps([methods.get_method(n).card() for n in methods.method_names()], indent=2)
+        from .integrations.support import method_support
+
+        cards = []
+        for n in methods.method_names():
+            card = methods.get_method(n).card()
+            card["engines"] = {e: {"runs": s.ok, "route": s.route, "reason": s.reason,
+                                   **({"adv_estimator": s.adv_estimator} if s.adv_estimator else {})}
+                               for e, s in method_support(n).items()}
+            cards.append(card)
+        return json.dumps(cards, indent=2)
     if fmt == "markdown":
         return methods.markdown_table()
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="entrolab methods", show_lines=False)
-    for col in ("method", "knobs", "arXiv", "entropy effect", "evidence"):
+    from .integrations.support import method_support
+
+    table = Table(title="entrolab methods (engines: native · verl loss|recipe · TRL; docs/scale-out.md)",
+                  show_lines=False)
+    for col in ("method", "knobs", "arXiv", "entropy effect", "evidence", "native", "verl", "trl"):
         table.add_column(col, overflow="fold")
     for n in methods.method_names():
         m = methods.get_method(n)
-        table.add_row(m.name, ", ".join(m.knobs), m.arxiv, m.entropy_effect, m.evidence)
+        s = method_support(n)
+        table.add_row(m.name, ", ".join(m.knobs), m.arxiv, m.entropy_effect, m.evidence,
+                      *(s[e].short() for e in ("native", "verl", "trl")))
     console = Console(width=160, record=True)
     with console.capture() as cap:
         console.print(table)
@@ -70,6 +85,27 @@ def _resolved_components(name: str) -> list[str]:
     return lines
 
 
+def _engine_lines(name: str) -> list[str]:
+    """Per engine: whether it runs the method, by which route, or why not."""
+    from .integrations.support import method_support
+
+    lines = ["  engines:"]
+    for engine, s in method_support(name).items():
+        if not s.ok:
+            lines.append(f"    {engine + ':':8s} no — {s.reason}")
+        elif engine == "verl" and s.route == "policy loss":
+            lines.append(f"    {engine + ':':8s} actor_rollout_ref.actor.policy_loss.loss_mode=entrolab/{name}"
+                         f" algorithm.adv_estimator={s.adv_estimator}")
+        elif engine == "verl":
+            lines.append(f"    {engine + ':':8s} recipe: python -m entrolab.integrations.verl.main_ppo "
+                         f"+entrolab.method={name}")
+        elif engine == "trl":
+            lines.append(f"    {engine + ':':8s} entrolab train --engine trl --method {name}  (EntrolabGRPOTrainer)")
+        else:
+            lines.append(f"    {engine + ':':8s} entrolab train --method {name}")
+    return lines
+
+
 def _methods_show(name: str, steps: int, seed: int) -> str:
     import warnings
 
@@ -83,6 +119,7 @@ def _methods_show(name: str, steps: int, seed: int) -> str:
     if m.notes:
         lines.append(f"  notes: {m.notes}")
     lines += _resolved_components(name)
+    lines += _engine_lines(name)
     if m.toy_overrides:
         lines.append(f"  toy run overrides (scaled to the toy's ~128-token batches): {dict(m.toy_overrides)}")
     settings = ToySettings(steps=steps, seed=seed)

@@ -117,8 +117,11 @@ class PolicyObjective:
 
     def check_engine(self, engine: str, provides: frozenset[str] | set[str]) -> None:
         """Refuse, before any work, a method whose components need primitives this engine does not provide."""
-        missing = {c.name: sorted(set(c.engine_primitives) - set(provides)) for c in self.components().values()}
-        missing = {k: v for k, v in missing.items() if v}
+        missing: dict[str, list[str]] = {}
+        for c in self.components().values():  # two slots may hold components of one name (MENTOR's)
+            lacks = set(c.engine_primitives) - set(provides) - set(missing.get(c.name, ()))
+            if lacks:
+                missing[c.name] = sorted(set(missing.get(c.name, ())) | lacks)
         if missing:
             detail = "; ".join(f"{k} needs {', '.join(v)}" for k, v in missing.items())
             raise ConfigError(f"{engine} cannot run {'+'.join(self.methods) or 'this objective'}: {detail} "

@@ -1,4 +1,7 @@
-"""Reading a trainer run directory: ``metrics.jsonl`` (one flat JSON object per RL step), ``samples.jsonl`` (one
+"""Reading a trainer run directory: entrolab's own (below), or a verl or TRL run's logs (``foreign.py``: TensorBoard
+events, verl's JSONL, TRL's ``trainer_state.json``), mapped to entrolab's metric names.
+
+An entrolab run directory: ``metrics.jsonl`` (one flat JSON object per RL step), ``samples.jsonl`` (one
 object per saved sample) and ``config.yaml``.
 
 Records are merged by ``step`` (a later record for the same step adds or overrides keys, so an evaluation logged
@@ -92,6 +95,33 @@ class Run:
         return str(m) if m else ""
 
 
+def _read_config(path: Path) -> dict[str, Any]:
+    cpath = path / "config.yaml"
+    if not cpath.is_file():
+        return {}
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(cpath.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _load_foreign(path: Path) -> Optional[Run]:
+    """A verl or TRL run (``foreign.py``), mapped to entrolab's metric names; None when the directory holds none."""
+    from .foreign import load_foreign_records
+
+    found = load_foreign_records(path)
+    if found is None:
+        return None
+    records, info = found
+    config = _read_config(path)
+    config.setdefault("engine", info["engine"])
+    config.setdefault("sources", info["sources"])
+    return Run(path=path, records=records, samples=[], config=config)
+
+
 def load_run(run_dir: PathLike) -> Run:
     """Load a run directory; :class:`RunDirError` if it does not exist or has no metrics."""
     path = Path(run_dir)
@@ -101,7 +131,11 @@ def load_run(run_dir: PathLike) -> Run:
         raise RunDirError(f"{str(path)!r} is not a directory; pass the run directory that holds metrics.jsonl")
     mpath = path / "metrics.jsonl"
     if not mpath.is_file():
-        raise RunDirError(f"{str(path)!r} has no metrics.jsonl; is it a run directory written by `entrolab train`?")
+        foreign = _load_foreign(path)
+        if foreign is not None:
+            return foreign
+        raise RunDirError(f"{str(path)!r} has no metrics.jsonl, TensorBoard events, verl JSONL log or TRL "
+                          "trainer_state.json; is it a run directory written by `entrolab train`, verl or TRL?")
     by_step: dict[float, dict[str, Any]] = {}
     for i, rec in enumerate(_read_jsonl(mpath)):
         step = rec.get("step", None)

@@ -4,6 +4,10 @@ SmolLM2-135M-Instruct with the calibrated arithmetic task, 20 steps on a CPU).""
 from __future__ import annotations
 
 import argparse
+from typing import Callable
+
+TRAIN_ENGINES: dict[str, Callable] = {}
+"""Other engines for ``--engine``: name → ``run(config) -> exit code``; ``entrolab.integrations.cli`` adds ``trl``."""
 
 
 def register(sub) -> None:
@@ -17,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="start anew in a logging.run_dir that holds a run, moving "
                                                             "the old one aside to <dir>.replaced-<time>")
     p.add_argument("--print-config", action="store_true", help="print the fully resolved config and exit")
+    p.add_argument("--engine", default="native", help="native (entrolab's trainer, default) or trl (TRL's "
+                                                        "GRPOTrainer with entrolab's objective; the trl extra)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. optim.lr=1e-5")
     p.set_defaults(func=_cmd_train)
 
@@ -26,6 +32,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
 
     if args.resume:
+        if getattr(args, "engine", "native") != "native":
+            raise ConfigError("--resume continues a native run; resume a TRL run with TRL's "
+                              "resume_from_checkpoint (docs/scale-out.md)")
         if args.config or args.method or args.overwrite or args.print_config:
             raise ConfigError("--resume takes the run's own config.yaml; drop --config/--method/--overwrite/"
                               "--print-config (key=value overrides of safe keys, e.g. optim.steps=40, are allowed)")
@@ -44,6 +53,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             for line in yaml.safe_dump(resolved, sort_keys=False).splitlines():
                 print(f"#   {line}")
             return 0
+        engine = getattr(args, "engine", "native")
+        if engine != "native":
+            if engine not in TRAIN_ENGINES:
+                raise ConfigError(f"--engine {engine!r} is unknown; choose one of: native, {', '.join(TRAIN_ENGINES)}")
+            return TRAIN_ENGINES[engine](config)
         from .trainer import Trainer
 
         trainer = Trainer(config, mode="overwrite" if args.overwrite else "new")
