@@ -59,6 +59,8 @@ class Method:
     category: str = "entropy"  # "baseline" or "entropy"
     # Overrides that scale the preset to the toy policy's small batches (documented per method).
     toy_overrides: Mapping[str, Any] = field(default_factory=dict)
+    # The reference implementation the method equals on fixed inputs (tests record its numbers), if any.
+    anchor: str = ""
 
     @property
     def knobs(self) -> tuple[str, ...]:
@@ -75,6 +77,7 @@ class Method:
             "evidence": self.evidence,
             "category": self.category,
             "notes": self.notes,
+            "anchor": self.anchor,
         }
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 import yaml
 
 from .. import methods
+from ..engine.critic import CriticSettings
 from ..env.reward_sources import REWARD_SOURCES
 from ..env.tasks import DEFAULT_MAX_NEW_TOKENS, TASKS, build_task_from_settings
 from ..errors import ConfigError
@@ -275,6 +276,7 @@ class TrainConfig:
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    critic: CriticSettings = field(default_factory=CriticSettings)
     seed: int = 0
     """Seed of every random generator of the run (data, sampling, method components)."""
 

@@ -7,7 +7,7 @@ import dataclasses
 from ..registry import field_docs
 from . import config as cfg_mod
 
-SECTIONS = ("model", "data", "rollout", "algorithm", "optim", "eval", "diagnostics", "logging", "checkpoint")
+SECTIONS = ("model", "data", "rollout", "algorithm", "optim", "eval", "diagnostics", "logging", "checkpoint", "critic")
 
 
 def markdown_reference() -> str:
