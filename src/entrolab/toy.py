@@ -152,9 +152,10 @@ def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
 
 def train_toy(objective: PolicyObjective, policy: TabularPolicy, settings: Optional[ToySettings] = None,
-              **overrides: Any) -> list[dict[str, float]]:
+              critic: Optional[TabularCritic] = None, **overrides: Any) -> list[dict[str, float]]:
     """Train ``policy`` in place with ``objective``; returns per-step records (entropy and reward are exact,
-    measured before the step's update; a final record holds the state after the last update)."""
+    measured before the step's update; a final record holds the state after the last update). A method needing the
+    ``values`` primitive trains ``critic`` alongside (a fresh :class:`TabularCritic` when None)."""
     s = dataclasses.replace(settings or ToySettings())
     for k, v in overrides.items():
         if not hasattr(s, k):
@@ -167,7 +168,10 @@ def train_toy(objective: PolicyObjective, policy: TabularPolicy, settings: Optio
     upd = UpdateSettings(ppo_epochs=s.ppo_epochs, mini_batches=s.mini_batches, grad_clip=None)
     needs = objective.engine_primitives - {"generation"}
     provided = bool(needs) and needs <= getattr(policy, "PROVIDES", frozenset())
-    critic = TabularCritic(policy, s.critic_lr, s.optimizer) if provided and "values" in needs else None
+    if provided and "values" in needs:
+        critic = critic if critic is not None else TabularCritic(policy, s.critic_lr, s.optimizer)
+    else:
+        critic = None
     history: list[dict[str, float]] = []
     for step in range(s.steps):
         record = {"step": float(step), "entropy": policy.entropy(), "reward": policy.expected_reward()}

@@ -364,6 +364,18 @@ def markdown_table(names: Optional[Iterable[str]] = None) -> str:
     return "\n".join(rows)
 
 
+def anchors_table() -> str:
+    """The methods that name an anchor, with it, as a Markdown table (``docs/methods-baselines.md`` is generated
+    from this)."""
+    rows = ["| method | sets | anchor (equal on the fixed inputs of tests/anchor_inputs.py) |", "|---|---|---|"]
+    for n in method_names():
+        m = METHODS[n]
+        if m.anchor:
+            sets = "; ".join(f"{k}={_short(v)}" for k, v in m.sets.items())
+            rows.append(f"| `{m.name}` | {sets} | {m.anchor} |")
+    return "\n".join(rows)
+
+
 def _short(v: Any) -> str:
     if isinstance(v, str):
         return v
@@ -375,4 +387,4 @@ def _short(v: Any) -> str:
 
 
 __all__ = ["ComponentSpec", "Method", "METHODS", "ObjectiveSpec", "SLOTS", "build", "canonical_overrides", "resolve",
-           "resolve_spec", "get_method", "method_names", "register_method", "markdown_table"]
+           "resolve_spec", "get_method", "method_names", "register_method", "markdown_table", "anchors_table"]

@@ -91,8 +91,8 @@ def clipped_value_loss(vpreds: torch.Tensor, values: torch.Tensor, returns: torc
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
     """1 − Var(G − V)/Var(G) over the valid tokens (1 = the values predict the returns exactly, 0 = no better than
-    their mean, < 0 = worse); NaN when the returns have no variance."""
+    their mean, < 0 = worse); NaN when the returns have no variance (below 1e-10: constant up to float error)."""
     var_g = float(masked_var(returns.float(), mask))
-    if var_g <= 0:
+    if not var_g > 1e-10:
         return float("nan")
     return 1.0 - float(masked_var((returns - values).float(), mask)) / var_g
