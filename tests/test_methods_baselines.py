@@ -623,3 +623,63 @@ def toy_run(name: str, seed: int) -> tuple[tuple[float, ...], float]:
         warnings.simplefilter("ignore")
         hist = train_toy(methods.build(name), toy_policy(name, seed), ToySettings(seed=seed))
     return tuple(h["entropy"] for h in hist), hist[-1]["reward"]
+
+
+def final_entropy(name: str, seed: int) -> float:
+    return toy_run(name, seed)[0][-1]
+
+
+def first_half_entropy(name: str, seed: int) -> float:
+    return sum(toy_run(name, seed)[0][1:16]) / 15
+
+
+# Toy observations when these tests were written (30 steps, seeds 0–7; ΔH = H_method − H_GRPO, final / mean over
+# steps 1–15; GRPO's final entropy 0.305 0.408 0.373 0.419 0.342 0.444 0.384 0.325, reward 0.950; docs/methods-
+# baselines.md has the table):
+#   higher than GRPO on 8/8 seeds at the end: gspo +0.463 (it clips 29 % of tokens — every sequence whose ratio left
+#   1 ± 4e-4 — and learns slower: reward 0.835), grpo_passk +0.440 (reward 0.685), remax +0.210 (0.903), opo +0.057,
+#   gpg +0.060; ppo +0.052 on 7/8 (seed 1: −0.020);
+#   lower during the first half on 8/8: cispo −0.048, sapo −0.048, dppo_tv −0.048, dppo_kl −0.048, gmpo −0.049,
+#   dro −0.030 — none of them clips on the toy (PPO's clip acts on 2.6 % of GRPO's tokens), so each learns like the
+#   unclipped surrogate, a little faster than GRPO (reward 0.950–0.956), and ends within noise of it (mean final
+#   ΔH −0.014 … −0.026, 2–3/8 above). CISPO's claim (entropy kept by the gradients on clipped tokens) is not
+#   reproduced: with stale data (one rollout reused for 8 epochs × 4 mini-batches) its one-update entropy drop is
+#   0.353 against GRPO's 0.043 (8/8 seeds) — the clipped tokens it keeps training are what moves;
+#   mixed (not asserted): vespo (final −0.027, 2/8 above), reinforce_pp (+0.021, 6/8), optimal_token_baseline
+#   (+0.023, 6/8), gdpo (+0.006, 6/8; on a two-component toy reward).
+@pytest.mark.parametrize("name", ["gspo", "grpo_passk", "remax", "opo", "gpg"])
+def test_ends_with_more_entropy_than_grpo_on_the_toy(name):
+    for seed in (0, 1):
+        assert final_entropy(name, seed) > final_entropy("grpo", seed) + 0.002, seed
+
+
+@pytest.mark.parametrize("name", ["cispo", "sapo", "dppo_tv", "dppo_kl", "gmpo", "dro"])
+def test_unclipped_on_the_toy_learns_faster_and_loses_entropy_earlier_than_grpo(name):
+    for seed in (0, 1):
+        assert first_half_entropy(name, seed) < first_half_entropy("grpo", seed) - 0.01, seed
+
+
+def test_ppo_with_its_value_table_keeps_more_entropy_than_grpo_on_average():
+    diffs = [final_entropy("ppo", s) - final_entropy("grpo", s) for s in range(4)]
+    assert sum(diffs) / 4 > 0.02 and sum(d > 0 for d in diffs) >= 3, diffs
+
+
+def test_cispo_drops_entropy_faster_than_grpo_on_stale_data():
+    """The regime CISPO targets (many updates per rollout, where PPO's clip is active): one rollout, 8 epochs × 4
+    mini-batches. CISPO keeps training the clipped tokens and its entropy falls far more than GRPO's."""
+    from entrolab.toy import one_update_entropy
+
+    for seed in (0, 1):
+        drops = {}
+        for name in ("grpo", "cispo"):
+            before, after = one_update_entropy(methods.build(name), seed=seed, ppo_epochs=8, mini_batches=4)
+            drops[name] = before - after
+        assert drops["cispo"] > 3 * drops["grpo"] > 0, drops
+
+
+def test_luspo_and_bnpo_on_the_toy():
+    """Every toy response has 4 tokens and there is no micro-batching: LUSPO's per-sequence token sum is GSPO's token
+    mean × 4 (Adam makes the updates equal up to its ε), and bnpo's micro-batch token mean is GRPO's token mean."""
+    assert toy_run("bnpo", 0) == toy_run("grpo", 0)
+    luspo, gspo = toy_run("luspo", 0)[0], toy_run("gspo", 0)[0]
+    assert max(abs(a - b) for a, b in zip(luspo, gspo)) < 2e-3

@@ -55,9 +55,10 @@ class GSPOClip(ClipRule):
     (value s_i, gradient s_i·∇log π_t; log s_{i,t} capped at 10) and ℓ_t = max(−A·s_{i,t}, −A·clip(s_{i,t}, 1−ε_low,
     1+ε_high)). With the paper's ``seq-mean-token-mean`` aggregation the loss is (1/G) Σ_i max(−A_i s_i, −A_i
     clip(s_i)). Defaults ε_low = 3e-4, ε_high = 4e-4 (the paper; sequence ratios stay much closer to 1 than token
-    ratios). Anchors: verl ``compute_policy_loss_gspo`` (``policy_loss.loss_mode=gspo``); TRL
-    ``importance_sampling_level="sequence"`` with ``loss_type="grpo"``, and, with ``seq-mean-token-sum``, TRL's
-    ``luspo``.
+    ratios). With the ``seq-mean-token-sum`` aggregation it is LUSPO (Liu et al., arXiv 2602.05261), which scales
+    each sequence's loss by its length to remove GSPO's bias toward short responses. Anchors: verl
+    ``compute_policy_loss_gspo`` (``policy_loss.loss_mode=gspo``); TRL ``importance_sampling_level="sequence"`` with
+    ``loss_type="grpo"``, and, with ``seq-mean-token-sum``, TRL's ``loss_type="luspo"``.
     """
 
     eps_low: float = 3e-4
