@@ -64,8 +64,9 @@ register_method(Method(
 register_method(Method(
     name="dppo_tv", title="DPPO-Binary-TV: a total-variation trust region", arxiv="2602.04879",
     sets={"clip": "dppo_tv"}, category="baseline",
-    entropy_effect="bounds |π − π_old| instead of the ratio: rare tokens may move much further than under PPO's clip "
-                   "(1e-5 → 1e-3 is allowed) and confident tokens less; no entropy claim in the paper",
+    entropy_effect="bounds the probability change π − π_old instead of the ratio: rare tokens may move much further "
+                   "than under PPO's clip (1e-5 → 1e-3 is allowed) and confident tokens less; no entropy claim in the "
+                   "paper",
     notes="Kept tokens: A > 0 and π − π_old ≤ 0.15, or A ≤ 0 and π − π_old ≥ −0.15; ℓ = −A·sg(min(r, 20))·log π.",
     anchor=f"{VERL} compute_policy_loss_dppo_tv",
 ))
