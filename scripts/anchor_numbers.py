@@ -113,7 +113,8 @@ def trl_loss(loss_type: str, level: str = "token", rows=None, accumulation: int 
     settings.update(args)
     fake = types.SimpleNamespace(
         top_entropy_quantile=1.0, off_policy_mask_threshold=None, importance_sampling_level=level, beta=0.0,
-        loss_type=loss_type, epsilon_low=settings.pop("epsilon_low", 0.2), epsilon_high=settings.pop("epsilon_high", 0.2),
+        loss_type=loss_type, epsilon_low=settings.pop("epsilon_low", 0.2),
+        epsilon_high=settings.pop("epsilon_high", 0.2),
         args=types.SimpleNamespace(**settings), use_vllm=False, model=types.SimpleNamespace(training=True),
         current_gradient_accumulation_steps=accumulation, accelerator=FakeAccelerator(), _entropy_bonus_enabled=False,
         aux_loss_enabled=False, _metrics=defaultdict(lambda: defaultdict(list)), max_completion_length=4,

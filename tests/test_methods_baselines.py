@@ -28,7 +28,7 @@ from entrolab.knobs.clip.base import CLIPS
 from entrolab.knobs.extras import RolloutContext
 from entrolab.ops.masked import aggregate_loss
 from entrolab.ops.value import clipped_value_loss, gae, outcome_token_rewards
-from entrolab.toy import TabularCritic, TabularPolicy, ToySettings, train_toy
+from entrolab.toy import TabularPolicy, ToySettings, train_toy
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 LOSS_METHODS = ["gspo", "luspo", "cispo", "sapo", "gmpo", "gpg", "dppo_tv", "dppo_kl", "dro", "vespo", "bnpo"]
