@@ -1,6 +1,7 @@
 """Regenerate the generated parts of the method docs from the catalog and the knob registries (between marker
-lines): the method table of docs/methods.md and the "Hyperparameters" section of every docs/methods-*.md page (one
-table per component: field, default, doc — the doc written under the field in the component's dataclass).
+lines): the method table of docs/methods.md, the anchors table of docs/methods-baselines.md (each method's reference
+implementation) and the "Hyperparameters" section of every docs/methods-*.md page (one table per component: field,
+default, doc — the doc written under the field in the component's dataclass).
 
     python scripts/gen_methods_doc.py          # rewrite
     python scripts/gen_methods_doc.py --check  # exit 1 if any generated part is out of date
@@ -9,21 +10,30 @@ table per component: field, default, doc — the doc written under the field in 
 import sys
 from pathlib import Path
 
-from entrolab.methods import markdown_table
+from entrolab.methods import anchors_table, markdown_table
 from entrolab.methods.reference import PAGES, markdown_section, replace_section
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 TABLE_START, TABLE_END = "<!-- methods-table:start -->", "<!-- methods-table:end -->"
+ANCHORS_START, ANCHORS_END = "<!-- anchors-table:start -->", "<!-- anchors-table:end -->"
+
+
+def between(text: str, start: str, end: str, body: str) -> str:
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
 
 
 def methods_md(text: str) -> str:
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    return f"{head}{TABLE_START}\n{markdown_table()}\n{TABLE_END}{tail}"
+    return between(text, TABLE_START, TABLE_END, markdown_table())
+
+
+def baselines_md(text: str) -> str:
+    return between(text, ANCHORS_START, ANCHORS_END, anchors_table())
 
 
 def main(check: bool) -> int:
-    targets = {DOCS / "methods.md": methods_md}
+    targets = {DOCS / "methods.md": methods_md, DOCS / "methods-baselines.md": baselines_md}
     for page in PAGES:
         targets[DOCS / page] = lambda text, page=page: replace_section(text, markdown_section(page))
     stale = []

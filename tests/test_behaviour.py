@@ -16,8 +16,9 @@ import behaviour  # noqa: E402
 
 GOLDEN = json.loads(behaviour.GOLDEN.read_text())
 SAME_MACHINE = GOLDEN["fingerprint"] == behaviour.fingerprint()
-# EMPO's label-free reward is the frequency of a response's \boxed{} answer; the random tiny model never boxes one.
-NO_SIGNAL_ON_THE_TINY_MODEL = {"empo"}
+# EMPO's label-free reward is the frequency of a response's \boxed{} answer, GDPO's components are correctness and a
+# \boxed{} answer: the random tiny model never boxes one (nor solves a task).
+NO_SIGNAL_ON_THE_TINY_MODEL = {"empo", "gdpo"}
 
 
 @pytest.fixture(scope="module")

@@ -93,8 +93,10 @@ def test_reinforce_pp_baseline_size_one_group_is_zero():
 # (tree nodes, fork positions, tool turns: knobs/advantage/rollouts.py) are tested with
 # that strategy in test_sampling / test_tools.
 ROLLOUT_STRUCTURE_MODULES = ("entrolab.knobs.advantage.rollouts",)
+# Estimators whose baseline is not the group (GAE's value model, ReMax's greedy response, REINFORCE++'s batch) declare
+# ``groupwise = False``: a single response per prompt is their normal case (test_methods_baselines).
 PLAIN_ESTIMATORS = [n for n in ADVANTAGES.names() if not ADVANTAGES.get(n).extras
-                    and ADVANTAGES.get(n).__module__ not in ROLLOUT_STRUCTURE_MODULES]
+                    and ADVANTAGES.get(n).__module__ not in ROLLOUT_STRUCTURE_MODULES and ADVANTAGES.get(n).groupwise]
 
 
 @pytest.mark.parametrize("name", PLAIN_ESTIMATORS)
@@ -103,8 +105,8 @@ def test_groups_of_size_one_get_zero(name):
     b = make_batch([2, 3, 1], 3, rewards=[1.0, 0.0, 0.3], group_ids=[0, 1, 2])
     b = b.replace(old_entropy=ent[:3])
     assert (ADVANTAGES.build(name).compute(b) == 0).all()
-    # mixed: the size-1 group (id 9) gets 0 while the others do not
-    b = make_batch([2, 3, 1, 2], 3, rewards=[1.0, 0.0, 0.3, 1.0], group_ids=[0, 0, 9, 0])
+    # mixed: the size-1 group (id 9) gets 0 while the others do not (group 0's best is unique: pass@k credits only it)
+    b = make_batch([2, 3, 1, 2], 3, rewards=[1.0, 0.0, 0.3, 0.5], group_ids=[0, 0, 9, 0])
     adv = ADVANTAGES.build(name).compute(b.replace(old_entropy=ent))
     assert (adv[2] == 0).all() and adv[0, 0] != 0
 

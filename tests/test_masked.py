@@ -107,8 +107,12 @@ def _batches_and_splits(draw):
     return loss, mask, [0, *cuts, B]
 
 
+# Every mode but token-mean-local (TRL's bnpo), which is by definition each micro-batch's own token mean.
+SPLIT_INVARIANT_MODES = [m for m in AGGREGATION_MODES if m != "token-mean-local"]
+
+
 @settings(max_examples=60, deadline=None)
-@given(data=_batches_and_splits(), mode=st.sampled_from(AGGREGATION_MODES))
+@given(data=_batches_and_splits(), mode=st.sampled_from(SPLIT_INVARIANT_MODES))
 def test_gradient_accumulation_sums_to_whole_batch(data, mode):
     loss, mask, bounds = data
     whole = aggregate_loss(loss, mask, mode)
@@ -122,7 +126,7 @@ def test_gradient_accumulation_sums_to_whole_batch(data, mode):
 
 
 @settings(max_examples=25, deadline=None)
-@given(data=_batches_and_splits(), mode=st.sampled_from(AGGREGATION_MODES))
+@given(data=_batches_and_splits(), mode=st.sampled_from(SPLIT_INVARIANT_MODES))
 def test_gradient_accumulation_gradients_match(data, mode):
     loss, mask, bounds = data
     x = loss.clone().requires_grad_(True)

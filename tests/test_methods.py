@@ -233,7 +233,7 @@ def test_gen_methods_doc_check_detects_a_stale_page(tmp_path, monkeypatch):
 
     docs = tmp_path / "docs"
     docs.mkdir()
-    for page in ["methods.md", *reference.PAGES]:
+    for page in ["methods.md", "methods-baselines.md", *reference.PAGES]:
         (docs / page).write_text((DOC.parent / page).read_text())
     script = runpy.run_path(str(DOC.parent.parent / "scripts" / "gen_methods_doc.py"))
     monkeypatch.setitem(script["main"].__globals__, "DOCS", docs)

@@ -71,6 +71,8 @@ class PathPolicy(TabularPolicy):
     """Tabular softmax whose state is (prompt, position, previous action): entropy depends on the path taken.
     ``binary``: reward = correctness of the final (last) action instead of the fraction of correct positions."""
 
+    PROVIDES = frozenset()  # it emulates the engine extras in its own rollout (below), for every method alike
+
     def __init__(self, seed: int = 0, binary: bool = False):
         super().__init__(seed=seed)
         self.binary = binary

@@ -118,6 +118,8 @@ def _methods_show(name: str, steps: int, seed: int) -> str:
              f"  entropy effect: {m.entropy_effect}"]
     if m.notes:
         lines.append(f"  notes: {m.notes}")
+    if m.anchor:
+        lines.append(f"  anchor: {m.anchor}")
     lines += _resolved_components(name)
     lines += _engine_lines(name)
     if m.toy_overrides:
@@ -127,7 +129,7 @@ def _methods_show(name: str, steps: int, seed: int) -> str:
     if objective.sampling.takes_over_generation():
         lines.append(f"  The toy samples plainly: the sampling strategy {objective.sampling.name!r} (generation, "
                      "branching or prompt order) acts only in `entrolab train`.")
-    missing = objective.engine_primitives - {"generation"}  # the toy provides none of the engine primitives
+    missing = objective.engine_primitives - {"generation"} - TabularPolicy.PROVIDES
     if missing:
         lines += ["", f"No toy trajectory: {name} needs {', '.join(sorted(missing))} from its engine, which the "
                   "tabular toy has not (texts, a tokenizer, LM logits, reward sources); see the method's docs for its "

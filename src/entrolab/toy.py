@@ -5,6 +5,11 @@ A actions (``logits`` (P, L, A), the tabular softmax of 2505.22617 §3). A respo
 position; its reward is the fraction of positions where the action is one of that state's correct actions.
 Entropy and expected reward are exact (no sampling noise), so an entropy effect shows up cleanly.
 
+The toy provides three engine primitives (``knobs/extras.py``): ``rollout_logits`` (its logits), ``greedy_rollout``
+(the argmax response of each prompt) and ``values`` (a value table V(p, t), :class:`TabularCritic`, trained with
+PPO's clipped value loss in the same update loop). A method needing others (texts, a tokenizer, LM logits) runs on
+the toy only with its extras supplied by the batch.
+
     policy = TabularPolicy(seed=0)
     history = train_toy(methods.build("clip_cov"), policy, steps=30)
     history[-1]["entropy"], history[-1]["reward"]
@@ -20,13 +25,17 @@ from typing import Any, Optional
 import torch
 
 from .batch import RolloutBatch
+from .knobs.extras import RolloutContext
 from .objective import PolicyObjective
 from .ops.dynamics import exact_entropy
-from .update import UpdateSettings, policy_update
+from .update import UpdateSettings, ValueLearner, policy_update
 
 
 class TabularPolicy(torch.nn.Module):
     """Per-state logits z (P, L, A); π(a | p, t) = softmax(z[p, t])."""
+
+    PROVIDES = frozenset({"rollout_logits", "greedy_rollout", "values"})
+    """The engine primitives the toy provides (module doc)."""
 
     def __init__(self, num_prompts: int = 8, horizon: int = 4, num_actions: int = 8, correct_per_state: int = 2,
                  init_scale: float = 1.0, seed: int = 0):
@@ -84,6 +93,37 @@ class TabularPolicy(torch.nn.Module):
             ref_logprobs=ref, extras={"prompt_id": rep}, step=step,
         )
 
+    @torch.no_grad()
+    def greedy_rewards(self, prompts: torch.Tensor) -> torch.Tensor:
+        """(B,) the reward of the argmax response to each of ``prompts`` (the ``greedy_rollout`` primitive)."""
+        best = self.logits[prompts].argmax(-1, keepdim=True)  # (B, L, 1)
+        return self.correct[prompts].gather(-1, best).squeeze(-1).float().mean(-1)
+
+    def rollout_context(self, batch: RolloutBatch, critic: Optional["TabularCritic"] = None) -> RolloutContext:
+        """The primitives of :attr:`PROVIDES` for a rollout batch of this policy (the toy has no texts)."""
+        prompts = batch.extras["prompt_id"]
+        return RolloutContext(
+            batch=batch, texts=[], examples=[], correct=[],
+            old_logits_fn=lambda rows: self.logits.detach()[prompts[rows]].float(),
+            values_fn=(lambda: critic.values(batch)) if critic is not None else None,
+            greedy_fn=lambda: self.greedy_rewards(prompts))
+
+
+class TabularCritic(ValueLearner):
+    """The toy's value model: a table V(p, t) (zeros at the start), trained with PPO's clipped value loss
+    (``update.ValueLearner``) by its own optimizer, in the same loop as the policy."""
+
+    def __init__(self, policy: TabularPolicy, lr: float = 0.1, optimizer: str = "adam", clip: Optional[float] = 0.5):
+        self.table = torch.nn.Parameter(torch.zeros(policy.num_prompts, policy.horizon))
+        super().__init__(_optimizer(optimizer, [self.table], lr), clip=clip, grad_clip=None)
+
+    def predict(self, micro: RolloutBatch) -> torch.Tensor:
+        return self.table[micro.extras["prompt_id"]]
+
+    @torch.no_grad()
+    def values(self, batch: RolloutBatch) -> torch.Tensor:
+        return self.table[batch.extras["prompt_id"]].clone()
+
 
 @dataclass
 class ToySettings:
@@ -99,6 +139,8 @@ class ToySettings:
     ppo_epochs: int = 2
     mini_batches: int = 2
     seed: int = 0
+    critic_lr: float = 0.1
+    """Learning rate of the value table (methods that need the ``values`` primitive: PPO's GAE)."""
 
 
 def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
@@ -110,9 +152,10 @@ def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
 
 def train_toy(objective: PolicyObjective, policy: TabularPolicy, settings: Optional[ToySettings] = None,
-              **overrides: Any) -> list[dict[str, float]]:
+              critic: Optional[TabularCritic] = None, **overrides: Any) -> list[dict[str, float]]:
     """Train ``policy`` in place with ``objective``; returns per-step records (entropy and reward are exact,
-    measured before the step's update; a final record holds the state after the last update)."""
+    measured before the step's update; a final record holds the state after the last update). A method needing the
+    ``values`` primitive trains ``critic`` alongside (a fresh :class:`TabularCritic` when None)."""
     s = dataclasses.replace(settings or ToySettings())
     for k, v in overrides.items():
         if not hasattr(s, k):
@@ -123,12 +166,21 @@ def train_toy(objective: PolicyObjective, policy: TabularPolicy, settings: Optio
     params = list(policy.parameters()) + objective.parameters()
     opt = _optimizer(s.optimizer, params, s.lr)
     upd = UpdateSettings(ppo_epochs=s.ppo_epochs, mini_batches=s.mini_batches, grad_clip=None)
+    needs = objective.engine_primitives - {"generation"}
+    provided = bool(needs) and needs <= getattr(policy, "PROVIDES", frozenset())
+    if provided and "values" in needs:
+        critic = critic if critic is not None else TabularCritic(policy, s.critic_lr, s.optimizer)
+    else:
+        critic = None
     history: list[dict[str, float]] = []
     for step in range(s.steps):
         record = {"step": float(step), "entropy": policy.entropy(), "reward": policy.expected_reward()}
         prompts = torch.randperm(policy.num_prompts, generator=gen)[: s.prompts_per_step]
         batch = policy.rollout(prompts, s.group_size, gen, step=step, reference=reference)
         record["sample_reward"] = float(batch.rewards.mean())
+        if provided:  # the components' own extras, from the primitives the toy provides
+            extras = objective.rollout_extras(policy.rollout_context(batch, critic))
+            batch = batch.replace(extras={**batch.extras, **extras})
         batch = batch.select(objective.keep(batch))
         if batch.batch_size:
             batch = objective.prepare(objective.compute_advantages(batch))
@@ -136,7 +188,8 @@ def train_toy(objective: PolicyObjective, policy: TabularPolicy, settings: Optio
             def forward(mb: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
                 return policy.logprobs_entropy(mb.extras["prompt_id"], mb.response_ids)
 
-            record.update(policy_update(objective, batch, forward, opt, params, upd, gen))
+            record.update(policy_update(objective, batch, forward, opt, params, upd, gen,
+                                        aux=[critic] if critic is not None else ()))
         objective.on_step_end(record)
         actions = objective.pop_actions()
         if "reset_reference" in actions and reference is not None:

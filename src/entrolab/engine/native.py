@@ -7,7 +7,11 @@ and a Hugging Face causal LM. It provides every primitive of ``knobs/extras.py``
   entropies (hidden states kept when a diagnostic asks), the reference's log-probs when a KL term needs them, and
   the components' rollout extras from the rollout policy's logits and texts;
 - **the update forward** (:meth:`NativeEngine.forward`): current log-probs and entropies with gradient, and the
-  components' forward extras from the current logits.
+  components' forward extras from the current logits;
+- **a value model** when a component needs the ``values`` primitive (PPO's ``gae``): the critic of
+  ``engine/critic.py``, its rollout predictions handed to the components, trained in the policy's update loop
+  (:meth:`NativeEngine.auxiliary_updates`) and checkpointed with the run;
+- **greedy rollouts** (``greedy_rollout``): one greedy response per prompt, scored by the verifier, on demand.
 
 Nothing here knows a method: components compute their own extras from these primitives.
 """
@@ -32,7 +36,10 @@ from ..generation.rows import Generation
 from ..knobs.extras import PRIMITIVES, ForwardContext, RolloutContext
 from ..objective import PolicyObjective
 from ..ops.entropy import fused_logprobs_entropy
+from ..update import AuxiliaryUpdate
+from .critic import Critic, CriticSettings
 from .forward import lm_head, policy_logprobs_entropy, response_hidden
+from .models import load_policy
 from .rollout import PromptStream, Rollout
 
 __all__ = ["NativeEngine", "SamplingSettings", "check_context", "context_limit", "stable_id"]
@@ -97,7 +104,8 @@ class NativeEngine:
 
     def __init__(self, model: Any, tokenizer: Any, objective: PolicyObjective, task: Any, reward: Any,
                  settings: SamplingSettings, generator: torch.Generator, *, reward_source: str = "verifier",
-                 system_prompt: Optional[str] = None, expert_fn: Optional[Callable[[], Any]] = None):
+                 system_prompt: Optional[str] = None, expert_fn: Optional[Callable[[], Any]] = None,
+                 critic: Optional[CriticSettings] = None, seed: int = 0):
         objective.check_engine(self.name, self.PROVIDES)
         self.model, self.tokenizer = model, tokenizer
         self.objective, self.task, self.reward, self.settings = objective, task, reward, settings
@@ -109,6 +117,17 @@ class NativeEngine:
             model=model, tokenizer=tokenizer, temperature=settings.temperature, top_p=settings.top_p,
             max_new_tokens=settings.max_new_tokens, generator=generator, score_fn=self.score, expert_fn=expert_fn,
             examples_fn=self.stream.take, format_fn=self.format, ids=IdCounter(), tools=getattr(task, "tools", None))
+        self.critic = self._build_critic(critic or CriticSettings(), seed) \
+            if "values" in objective.engine_primitives else None
+
+    def _build_critic(self, settings: CriticSettings, seed: int) -> Critic:
+        lm = None
+        if settings.kind == "model" and settings.model is not None:
+            lm, _ = load_policy(settings.model, seed=seed)
+            if lm.get_input_embeddings().weight.shape[0] != self.model.get_input_embeddings().weight.shape[0]:
+                raise ConfigError(f"critic.model {settings.model}: its vocabulary differs from the policy's; the "
+                                  "critic reads the policy's token ids")
+        return Critic(self.model, settings, seed, critic_lm=lm)
 
     # ------------------------------------------------------------------------------------------------ text
     def format(self, example: Any) -> str:
@@ -144,7 +163,8 @@ class NativeEngine:
         rewards, source_correct = self.reward_source.rewrite(ScoredRollout(texts, rewards, correct, group_ids))
 
         t = time.perf_counter()
-        old_lp, old_ent, hidden = self._forward_in_chunks(gen, self.model, keep_hidden=s.keep_hidden)
+        head = self.critic is not None and self.critic.reads_policy_hidden
+        old_lp, old_ent, hidden = self._forward_in_chunks(gen, self.model, keep_hidden=s.keep_hidden or head)
         ref_lp = self._forward_in_chunks(gen, self.reference)[0] if self.reference is not None else None
         batch = RolloutBatch(
             response_ids=gen.response_ids, response_mask=gen.loss_mask, old_logprobs=old_lp, rewards=rewards,
@@ -154,10 +174,13 @@ class NativeEngine:
         )
         ctx = RolloutContext(batch=batch, texts=texts, examples=rows, correct=source_correct,
                              tokenizer=self.tokenizer, temperature=s.temperature,
-                             old_logits_fn=self._old_logits_fn(gen, hidden), chunk_rows=s.chunk_rows or 8)
+                             old_logits_fn=self._old_logits_fn(gen, hidden), chunk_rows=s.chunk_rows or 8,
+                             values_fn=self._values_fn(gen, hidden),
+                             greedy_fn=lambda: self.greedy_rewards(prompts, examples, row_prompt))
         extras = self.objective.rollout_extras(ctx)
         if extras:
             batch = batch.replace(extras={**batch.extras, **extras})
+        hidden = hidden if s.keep_hidden else None
         timings["old_logprob"] = time.perf_counter() - t
         return Rollout(batch=batch, texts=texts, examples=rows, correct=correct, truncated=gen.truncated,
                        hidden=hidden, metrics=dict(gen.metrics), timings=timings,
@@ -204,20 +227,65 @@ class NativeEngine:
 
         return old_logits
 
+    def _values_fn(self, gen: Generation, hidden: Optional[torch.Tensor]) -> Optional[Callable[[], torch.Tensor]]:
+        """() → the critic's (B, T) predictions at the rollout (the ``values`` primitive), or None without a critic."""
+        critic = self.critic
+        if critic is None:
+            return None
+        return lambda: critic.rollout_values(gen.input_ids, gen.attention_mask, gen.prompt_len, hidden,
+                                             self.settings.chunk_rows)
+
+    def greedy_rewards(self, prompts: list[str], examples: list, row_prompt: list[int]) -> torch.Tensor:
+        """(B,) the verifier's reward of one greedy response to each row's prompt (the ``greedy_rollout`` primitive):
+        one greedy generation per distinct prompt (multi-turn with the tool on a tool task)."""
+        used = sorted(set(row_prompt))
+        gen = self.generation.plain([prompts[i] for i in used], 1, greedy=True)
+        rewards, _ = self.score(self.generation.decode(gen), [examples[i] for i in used])
+        by_prompt = dict(zip(used, rewards.tolist()))
+        return torch.tensor([by_prompt[i] for i in row_prompt], dtype=torch.float32)
+
     # ------------------------------------------------------------------------------------------------ update forward
     def forward(self, micro: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Current log-probs and entropies (b, T) with gradient; forward extras go into ``micro.extras``."""
+        """Current log-probs and entropies (b, T) with gradient; forward extras go into ``micro.extras`` (and the
+        final hidden states into ``extras['policy_hidden']`` when a value head reads them)."""
         ids, att = micro.extras["input_ids"], micro.extras["attention_mask"]
         P = ids.shape[1] - micro.response_ids.shape[1]
         T = self.settings.temperature
-        if not self.objective.has_forward_extras:
+        head = self.critic is not None and self.critic.reads_policy_hidden
+        if not self.objective.has_forward_extras and not head:
             return policy_logprobs_entropy(self.model, ids, att, P, micro.response_ids, T)
         hidden = response_hidden(self.model, ids, att, P)
         w, b = lm_head(self.model)
         logp, ent = fused_logprobs_entropy(hidden, w, micro.response_ids, temperature=T, bias=b)
-        ctx = ForwardContext(micro=micro, hidden=hidden, weight=w, bias=b, temperature=T)
-        micro.extras.update(self.objective.forward_extras(ctx))
+        if head:
+            micro.extras["policy_hidden"] = hidden.detach()
+        if self.objective.has_forward_extras:
+            ctx = ForwardContext(micro=micro, hidden=hidden, weight=w, bias=b, temperature=T)
+            micro.extras.update(self.objective.forward_extras(ctx))
         return logp, ent
+
+    # ------------------------------------------------------------------------------------------------ state
+    def auxiliary_updates(self) -> list[AuxiliaryUpdate]:
+        """Models trained in the policy's update loop (``update.policy_update``'s ``aux``): the critic, if any."""
+        return [self.critic] if self.critic is not None else []
+
+    def checkpoint_models(self) -> dict[str, torch.nn.Module]:
+        """Models a checkpoint saves besides the policy: the reference (a method may have reset it to a later
+        policy) and the critic."""
+        out: dict[str, torch.nn.Module] = {}
+        if self.reference is not None:
+            out["reference"] = self.reference
+        if self.critic is not None:
+            out["critic"] = self.critic.module
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """The engine's optimizer state beyond the policy's (the critic's AdamW)."""
+        return {"critic": self.critic.state_dict()} if self.critic is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.critic is not None and "critic" in state:
+            self.critic.load_state_dict(state["critic"])
 
     # ------------------------------------------------------------------------------------------------ actions
     def reset_reference(self) -> None:

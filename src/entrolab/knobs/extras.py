@@ -38,6 +38,11 @@ PRIMITIVES: dict[str, str] = {
     "generation": "generation services for sampling strategies that choose prompts or take over generation "
                   "(generation.engine.RolloutEngine)",
     "reward_sources": "running a reward source (env/reward_sources.py) named by a component",
+    "greedy_rollout": "one greedy (argmax) response per prompt of the rollout batch, scored by the task's verifier: "
+                      "each row's prompt's greedy reward (ReMax's baseline)",
+    "values": "a value model: its per-token predictions V(s_t) at the response positions of the rollout (no gradient), "
+              "and training it in the same update loop on extras['returns'] with PPO's clipped value loss (the "
+              "critic: engine/critic.py, and the toy's value table)",
 }
 """Primitive → what the engine provides. The native engine provides all of them."""
 
@@ -58,6 +63,11 @@ class RolloutContext:
     old_logits_fn: Optional[Callable[[slice], torch.Tensor]] = None
     """(rows) → (b, T, V) logits of the rollout policy at the response positions, divided by the temperature."""
     chunk_rows: int = 8
+    values_fn: Optional[Callable[[], torch.Tensor]] = None
+    """() → (B, T) the value model's predictions V(s_t) at the response positions (the ``values`` primitive)."""
+    greedy_fn: Optional[Callable[[], torch.Tensor]] = None
+    """() → (B,) the verifier's reward of one greedy response to each row's prompt (the ``greedy_rollout``
+    primitive), generated once per prompt."""
     cache: dict[str, Any] = field(default_factory=dict)
 
     def old_logits(self) -> Iterator[tuple[slice, torch.Tensor]]:
@@ -68,6 +78,22 @@ class RolloutContext:
         for s in range(0, B, self.chunk_rows):
             rows = slice(s, min(B, s + self.chunk_rows))
             yield rows, self.old_logits_fn(rows)
+
+    def values(self) -> torch.Tensor:
+        """(B, T) the value model's predictions at the response positions, 0 on padding (cached)."""
+        if self.values_fn is None:
+            raise ConfigError("this engine has no value model (the `values` primitive)")
+        if "values" not in self.cache:
+            self.cache["values"] = self.values_fn().float() * self.batch.mask
+        return self.cache["values"]
+
+    def greedy_rewards(self) -> torch.Tensor:
+        """(B,) each row's prompt's greedy-response reward (cached; one greedy generation per prompt)."""
+        if self.greedy_fn is None:
+            raise ConfigError("this engine cannot generate greedy responses (the `greedy_rollout` primitive)")
+        if "greedy_rewards" not in self.cache:
+            self.cache["greedy_rewards"] = self.greedy_fn().float()
+        return self.cache["greedy_rewards"]
 
     def answers(self) -> list[Optional[str]]:
         """Each response's final answer (``\\boxed{}``, else the last number), cached."""

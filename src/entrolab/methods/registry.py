@@ -59,6 +59,8 @@ class Method:
     category: str = "entropy"  # "baseline" or "entropy"
     # Overrides that scale the preset to the toy policy's small batches (documented per method).
     toy_overrides: Mapping[str, Any] = field(default_factory=dict)
+    # The reference implementation the method equals on fixed inputs (tests record its numbers), if any.
+    anchor: str = ""
 
     @property
     def knobs(self) -> tuple[str, ...]:
@@ -75,6 +77,7 @@ class Method:
             "evidence": self.evidence,
             "category": self.category,
             "notes": self.notes,
+            "anchor": self.anchor,
         }
 
 
@@ -163,7 +166,7 @@ class ObjectiveSpec:
         generates its own rows, trees or branches, forms its own groups)."""
         advantage = self.slots["advantage"].component_class()
         sampling = self.slots["sampling"].component_class()
-        return bool(getattr(advantage, "group_relative", False)) and not sampling.takes_over_generation()
+        return bool(getattr(advantage, "groupwise", False)) and not sampling.takes_over_generation()
 
     def advantage_name(self) -> str:
         return self.slots["advantage"].name
@@ -372,6 +375,18 @@ def markdown_table(names: Optional[Iterable[str]] = None) -> str:
     return "\n".join(rows)
 
 
+def anchors_table() -> str:
+    """The methods that name an anchor, with it, as a Markdown table (``docs/methods-baselines.md`` is generated
+    from this)."""
+    rows = ["| method | sets | anchor (equal on the fixed inputs of tests/anchor_inputs.py) |", "|---|---|---|"]
+    for n in method_names():
+        m = METHODS[n]
+        if m.anchor:
+            sets = "; ".join(f"{k}={_short(v)}" for k, v in m.sets.items())
+            rows.append(f"| `{m.name}` | {sets} | {m.anchor} |")
+    return "\n".join(rows)
+
+
 def _short(v: Any) -> str:
     if isinstance(v, str):
         return v
@@ -383,4 +398,4 @@ def _short(v: Any) -> str:
 
 
 __all__ = ["ComponentSpec", "Method", "METHODS", "ObjectiveSpec", "SLOTS", "build", "canonical_overrides", "resolve",
-           "resolve_spec", "get_method", "method_names", "register_method", "markdown_table"]
+           "resolve_spec", "get_method", "method_names", "register_method", "markdown_table", "anchors_table"]

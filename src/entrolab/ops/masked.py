@@ -15,6 +15,7 @@ AGGREGATION_MODES = (
     "seq-mean-token-mean",
     "seq-mean-token-sum",
     "seq-mean-token-sum-norm",
+    "token-mean-local",
 )
 
 
@@ -93,6 +94,11 @@ def aggregate_loss(
     - ``seq-mean-token-sum``: (1/B') Σ_i Σ_t ℓ·m.
     - ``seq-mean-token-sum-norm`` (Dr. GRPO 2503.20783): (1/B') Σ_i Σ_t ℓ·m / L with a constant L
       (``norm_length``, default the padded length T), so no response is up-weighted for being short.
+    - ``token-mean-local`` (TRL's ``bnpo`` loss type): the token mean of each *micro*-batch, Σ_it ℓ·m / Σ_it m over
+      the micro-batch alone, weighted by its share b'/B' of the mini-batch's sequences — so the micro-batches'
+      losses average to the mini-batch loss as TRL's division by the gradient-accumulation steps does (equal when
+      the micro-batches have the same size). Without micro-batching it is ``token-mean``; with it, a token's weight
+      depends on how many tokens its own micro-batch has.
 
     Gradient accumulation: a mini-batch split into micro-batches gives exactly the mini-batch loss when each
     micro-batch passes the mini-batch's ``num_tokens`` (Σ m) and ``num_seqs`` (B') and the losses are summed.
@@ -107,6 +113,8 @@ def aggregate_loss(
     seq_len = m.sum(-1)
     has_tokens = (seq_len > 0).to(m.dtype)
     n_seq = has_tokens.sum() if num_seqs is None else torch.as_tensor(float(num_seqs))
+    if mode == "token-mean-local":
+        return masked.sum() / m.sum().clamp(min=1.0) * (has_tokens.sum() / n_seq.clamp(min=1.0))
     if mode == "seq-mean-token-mean":
         per_seq = masked.sum(-1) / seq_len.clamp(min=1.0)
     elif mode == "seq-mean-token-sum":

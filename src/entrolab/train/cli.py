@@ -14,7 +14,7 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="RL-train a causal LM with any catalog method (default: the embedded CPU run)",
                        description=__doc__)
     p.add_argument("--config", help="YAML config file (sections: model, data, rollout, algorithm, optim, eval, "
-                                    "diagnostics, logging, checkpoint, seed)")
+                                    "diagnostics, logging, checkpoint, critic, seed)")
     p.add_argument("--method", help="catalog method, or several joined by commas (e.g. dr_grpo,kl_cov)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest intact checkpoint (key=value "
                    "overrides may change only the keys docs/training.md lists as safe, e.g. optim.steps)")

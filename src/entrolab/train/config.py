@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 import yaml
 
 from .. import methods
+from ..engine.critic import CRITIC_KINDS, CriticSettings
 from ..engine.models import PACKAGED_DEFAULT, TINY
 from ..env.reward_sources import REWARD_SOURCES
 from ..env.rewards import check_reward_spec
@@ -255,6 +256,33 @@ class CheckpointConfig:
 
 @checked
 @dataclass
+class CriticConfig:
+    kind: str = setting("head", choices=CRITIC_KINDS)
+    """``head``: a linear value head on the policy's final hidden states (detached; trains the head only);
+    ``model``: a separate critic model (a copy of the policy, or ``critic.model``) with its own head, trained whole."""
+    model: Optional[str] = setting(None, path="exists")
+    """With kind=model: a local HF directory or ``.gguf`` for the critic's weights (None = a copy of the policy)."""
+    lr: float = setting(1e-5, lo=0, hi=1, lo_open=True)
+    """AdamW learning rate of the critic (verl's critic.optim.lr 1e-5)."""
+    clip: Optional[float] = setting(0.5, lo=0, lo_open=True)
+    """Value clip c: predictions are clipped to V_old ± c in the loss (verl's cliprange_value 0.5); None = unclipped."""
+    grad_clip: float = setting(1.0, lo=0)
+    """Gradient-norm clip of the critic's own step (verl's critic grad_clip 1.0; 0 = off)."""
+    weight_decay: float = setting(0.0, lo=0)
+    """AdamW weight decay of the critic."""
+    init_std: float = setting(0.02, lo=0)
+    """Standard deviation of the value head's initial weights (Hugging Face's initializer_range 0.02; bias 0)."""
+
+    def validate(self) -> None:
+        self.settings().validate()
+
+    def settings(self) -> CriticSettings:
+        """The engine's critic settings (used only by methods that need the ``values`` primitive: gae, ppo)."""
+        return CriticSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+
+@checked
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -265,6 +293,7 @@ class TrainConfig:
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    critic: CriticConfig = field(default_factory=lambda: CriticConfig())
     seed: int = setting(0, lo=0, hi=2**32 - 1)
     """Seed of every random generator of the run (data, sampling, method components)."""
 

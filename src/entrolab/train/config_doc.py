@@ -10,7 +10,7 @@ from ..registry import field_docs
 from . import config as cfg_mod
 from .checks import field_check
 
-SECTIONS = ("model", "data", "rollout", "algorithm", "optim", "eval", "diagnostics", "logging", "checkpoint")
+SECTIONS = ("model", "data", "rollout", "algorithm", "optim", "eval", "diagnostics", "logging", "checkpoint", "critic")
 
 
 def _allowed(cls: type, f: dataclasses.Field) -> str:

@@ -86,7 +86,8 @@ class Trainer:
         self.engine = NativeEngine(
             model, tokenizer, self.objective, task, reward, settings, self.generator, reward_source=c.reward_source(),
             system_prompt=c.data.system_prompt,
-            expert_fn=lambda: load_expert(c.model.expert, c.model.name, self.model, c.model.dtype, c.seed))
+            expert_fn=lambda: load_expert(c.model.expert, c.model.name, self.model, c.model.dtype, c.seed),
+            critic=c.critic.settings(), seed=c.seed)
         # Policy parameters, plus any a method component owns (e.g. a learned log-partition head).
         self.params = [p for p in self.model.parameters() if p.requires_grad] + self.objective.parameters()
         self.optimizer = torch.optim.AdamW(self.params, lr=c.optim.lr, weight_decay=c.optim.weight_decay)
@@ -151,7 +152,7 @@ class Trainer:
             timers["diagnostics"] += time.perf_counter() - t
             t = time.perf_counter()
             update_metrics = policy_update(self.objective, batch, self.engine.forward, self.optimizer, self.params,
-                                           self.updates, self.generator)
+                                           self.updates, self.generator, aux=self.engine.auxiliary_updates())
             timers["update"] += time.perf_counter() - t
             t = time.perf_counter()
             for probe in self.probes:
@@ -239,7 +240,7 @@ class Trainer:
             "step": self.step_index, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_state(self.generator),
             "data_position": self.engine.stream.position, "objective": self.objective.state_dict(),
-            "nonfinite_streak": self.nonfinite_streak,
+            "nonfinite_streak": self.nonfinite_streak, "engine": self.engine.state_dict(),
         }
 
     def save_checkpoint(self) -> Path:
@@ -248,14 +249,15 @@ class Trainer:
                                     run=rundir.manifest_record(self.config))
 
     def _extra_models(self) -> dict[str, torch.nn.Module]:
-        # The reference is saved too: a method may have reset it to a later policy (ProRL).
-        return {"reference": self.engine.reference} if self.engine.reference is not None else {}
+        # The reference is saved too (a method may have reset it to a later policy: ProRL), and the critic.
+        return self.engine.checkpoint_models()
 
     def _restore(self, point: Path) -> None:
         state = ckpt.load_checkpoint(point, self.model, self._extra_models())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.objective.load_state_dict(state["objective"])
+        self.engine.load_state_dict(state.get("engine", {}))
         self.step_index = state["step"]
         self.engine.stream.seek(state["data_position"])
         self.nonfinite_streak = state.get("nonfinite_streak", 0)

@@ -1,12 +1,15 @@
 """Advantage knob: outcome-reward advantage estimators, broadcast to every valid token of a response.
 
 Each estimator maps ``batch.rewards`` (B,) and ``batch.group_ids`` (B,) to ``advantages`` (B, T).
-A group of size 1 offers no comparison and gets advantage 0 (for every estimator here).
+A group of size 1 offers no comparison and gets advantage 0 (for every group-relative estimator here); an estimator
+whose baseline is not the group — a value model (GAE), a greedy response (ReMax), the batch (REINFORCE++) — sets
+``groupwise = False`` and works with one response per prompt.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -39,9 +42,9 @@ def broadcast_to_tokens(seq_values: torch.Tensor, mask: torch.Tensor) -> torch.T
 class AdvantageEstimator(Component):
     """Base: ``compute(batch) -> advantages (B, T)``."""
 
-    group_relative = True
-    """Advantages compare the responses to one prompt, so a group of one gets 0 (every estimator here; an estimator
-    with a learned or batch-wide baseline would set False)."""
+    groupwise: ClassVar[bool] = True
+    """Whether the baseline is the prompt's group, so a group of one gets advantage 0 (``rollout.n = 1`` is refused);
+    an estimator with a learned or batch-wide baseline (GAE, ReMax, REINFORCE++) sets False."""
 
     def compute(self, batch: RolloutBatch) -> torch.Tensor:
         raise NotImplementedError

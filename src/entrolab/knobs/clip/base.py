@@ -77,13 +77,18 @@ class TrustRegion:
     """What a clip rule decides for one loss call (:meth:`ClipRule.trust_region`): the PPO bounds ε_low, ε_high (floats
     or (B, T) tensors; ``math.inf`` leaves a side open; both None: no clipping at all, ℓ = −A·r), and optionally a
     ratio that replaces the token importance ratio (ESPO's grouped ratio), a per-token loss weight, and the rule's own
-    metrics."""
+    metrics. ``logprobs``/``old_logprobs`` are filled by the template (when the rule keeps the token ratio) for
+    surrogates written on log π rather than on the ratio (CISPO, DPPO, DRO, GPG, VESPO: ℓ = −sg(w)·A·log π); a
+    rule composed by another knob with its own ratio (SimKO) gets None and uses log r instead, whose gradient is the
+    same and whose value differs by the constant −sg(w)·A·log π_old."""
 
     eps_low: Union[float, torch.Tensor, None]
     eps_high: Union[float, torch.Tensor, None]
     ratio: Optional[torch.Tensor] = None
     weight: Optional[torch.Tensor] = None
     metrics: dict[str, float] = field(default_factory=dict)
+    logprobs: Optional[torch.Tensor] = None
+    old_logprobs: Optional[torch.Tensor] = None
 
     @property
     def clips(self) -> bool:
@@ -148,6 +153,8 @@ class ClipRule(Component):
         trust = self.trust_region(batch, ratio)
         if trust.ratio is not None:
             ratio = trust.ratio
+        else:
+            trust.logprobs, trust.old_logprobs = batch.logprobs, batch.old_logprobs.detach()
         loss, masks = self.surrogate(ratio, batch.advantages, trust)
         metrics = {f"clip/frac_{k}": _frac(v, batch.mask) for k, v in masks.items()}
         keep = self.keep(batch, ratio, masks)

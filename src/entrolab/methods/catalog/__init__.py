@@ -3,6 +3,7 @@ Importing this package registers every entry; ``entrolab.methods`` does so on im
 
 from . import (  # noqa: F401
     advantage,
+    baselines,
     clip,
     core,  # noqa: F401  (first: the baselines)
     kl,
