@@ -483,23 +483,29 @@ class Interpreter:
                 raise SandboxError(f"index {idx} out of range") from None
         if isinstance(node, (ast.ListComp, ast.GeneratorExp)):
             out: list[Any] = []
-            self._comprehend(node.generators, 0, node.elt, out)
+            self._comprehend(node.generators, 0, node.elt, out, [0])
             return self._value(out)
         if isinstance(node, ast.Call):
             return self._call(node)
         raise Refused(f"{type(node).__name__} is not available")  # pragma: no cover
 
-    def _comprehend(self, gens: list[ast.comprehension], i: int, elt: ast.expr, out: list) -> None:
+    def _comprehend(self, gens: list[ast.comprehension], i: int, elt: ast.expr, out: list, items: list[int]) -> None:
+        """Append the comprehension's elements to ``out``, counting their items (``items[0]``, through nesting) as
+        they come, so that a result too large is refused at the element that crosses the limit, not after all of
+        them were built."""
         if i == len(gens):
-            out.append(self._eval(elt))
+            v = self._eval(elt)
+            out.append(v)
             self._seq_len_ok(len(out))
+            items[0] += 1 + (self._shape(v)[0] if isinstance(v, (list, tuple)) else 0)
+            self._items_ok(items[0], 1)
             return
         g = gens[i]
         for item in self._iterate(self._eval(g.iter)):
             self._tick()
             self._assign(g.target, item)
             if all(self._truth(self._eval(c)) for c in g.ifs):
-                self._comprehend(gens, i + 1, elt, out)
+                self._comprehend(gens, i + 1, elt, out, items)
 
     def _compare(self, op: ast.cmpop, a: Any, b: Any) -> bool:
         try:
